@@ -1,0 +1,33 @@
+// Hot loops of nemoshard: dtype conversion, cache-blocked transposes, CRC-32C.
+#ifndef NEMOSHARD_CKERNELS_H
+#define NEMOSHARD_CKERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+/// Element kinds the kernels understand.
+enum ns_elem { NS_BF16 = 0, NS_F16 = 1, NS_F32 = 2 };
+
+/// One f32 value to bf16 bits, round to nearest even, NaN -> 0x7FC0 (as torch).
+uint16_t ns_f32_to_bf16(float value);
+/// bf16 bits to f32 (exact).
+float ns_bf16_to_f32(uint16_t bits);
+/// f16 bits to f32 (exact, subnormals included).
+float ns_f16_to_f32(uint16_t bits);
+/// f32 to f16 bits, round to nearest even (as torch).
+uint16_t ns_f32_to_f16(float value);
+
+/// dst[c][r] = convert(src[r][c]) for a rows x cols matrix; both dense, row-major.
+/// Returns 0, or -1 for an unsupported pair of element kinds.
+int ns_transpose(const void *src, enum ns_elem src_kind, void *dst, enum ns_elem dst_kind,
+                 size_t rows, size_t cols);
+
+/// Plain 2-D transpose of raw elements of 1, 2, 4 or 8 bytes. Returns 0, or -1 for another size.
+int ns_transpose_raw(const void *src, void *dst, size_t rows, size_t cols, size_t elem_size);
+
+/// dst[i] = convert(src[i]) for count elements. Returns 0, or -1 for an unsupported pair.
+int ns_convert(const void *src, enum ns_elem src_kind, void *dst, enum ns_elem dst_kind, size_t count);
+
+/// CRC-32C (Castagnoli) continued from crc (start with 0).
+uint32_t ns_crc32c(uint32_t crc, const void *data, size_t length);
+
+#endif

@@ -1,0 +1,50 @@
+import CKernels
+
+/// Computes a CRC-32C per slice of each output (a grouped tensor's slice = one expert; any other
+/// tensor is one slice) without holding whole tensors: bytes that arrive in order are hashed at
+/// once, early ones wait until the gap before them is filled.
+public final class ChecksumSink: TensorSink {
+    let sliceBytes: [Int]
+    private var crc: [[UInt32]]
+    private var next: [[Int]]
+    private var pending: [[[Int: [UInt8]]]]
+
+    /// `slices[i]` = number of slices output i is cut into (1 for whole tensors).
+    public init(outputs: [TensorSpec], slices: [Int]) {
+        sliceBytes = zip(outputs, slices).map { $1 > 0 ? $0.byteCount / $1 : 0 }
+        crc = slices.map { [UInt32](repeating: 0, count: $0) }
+        next = slices.map { [Int](repeating: 0, count: $0) }
+        pending = slices.map { Array(repeating: [:], count: $0) }
+    }
+
+    public func directPointer(output: Int, offset: Int, count: Int) -> UnsafeMutableRawPointer? { nil }
+
+    public func write(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
+        let size = sliceBytes[output]
+        var done = 0
+        while done < bytes.count {
+            let at = offset + done
+            let s = size == 0 ? 0 : at / size
+            let inSlice = at - s * size
+            let n = min(bytes.count - done, size - inSlice)
+            let part = UnsafeRawBufferPointer(rebasing: bytes[done..<(done + n)])
+            if inSlice == next[output][s] {
+                feed(output, s, part)
+                while let more = pending[output][s].removeValue(forKey: next[output][s]) {
+                    more.withUnsafeBytes { feed(output, s, $0) }
+                }
+            } else {
+                pending[output][s][inSlice] = Array(part)
+            }
+            done += n
+        }
+    }
+
+    private func feed(_ o: Int, _ s: Int, _ part: UnsafeRawBufferPointer) {
+        crc[o][s] = ns_crc32c(crc[o][s], part.baseAddress, part.count)
+        next[o][s] += part.count
+    }
+
+    /// CRC of every slice of output `i` (complete once the plan has run).
+    public func checksums(_ i: Int) -> [UInt32] { crc[i] }
+}

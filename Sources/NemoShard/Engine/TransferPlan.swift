@@ -1,0 +1,74 @@
+/// How a piece's source bytes become destination bytes.
+public enum Transform: Sendable, Equatable {
+    /// Bytes unchanged.
+    case copy
+    /// A `rows x cols` matrix of `from` becomes its `cols x rows` transpose in `to`.
+    case transpose(rows: Int, cols: Int, from: DType, to: DType)
+    /// Elementwise cast.
+    case convert(from: DType, to: DType)
+
+    /// Destination bytes produced from `sourceBytes` source bytes.
+    func outputBytes(sourceBytes: Int) -> Int {
+        switch self {
+        case .copy: return sourceBytes
+        case let .transpose(rows, cols, _, to): return rows * cols * to.size
+        case let .convert(from, to): return sourceBytes / from.size * to.size
+        }
+    }
+}
+
+/// A byte range of one source file.
+public struct SourceRange: Sendable, Equatable {
+    public let file: Int
+    public let offset: Int
+    public let count: Int
+    public var end: Int { offset + count }
+}
+
+/// One unit of work: read `source`, apply `transform`, place the result at `destOffset` of output `output`.
+public struct Piece: Sendable, Equatable {
+    public let source: SourceRange
+    public let transform: Transform
+    public let output: Int
+    public let destOffset: Int
+
+    public init(source: SourceRange, transform: Transform, output: Int, destOffset: Int) {
+        self.source = source
+        self.transform = transform
+        self.output = output
+        self.destOffset = destOffset
+    }
+}
+
+/// Everything one rank must read and produce: source files, output tensors and the pieces between them.
+public struct TransferPlan: Sendable {
+    public var files: [String]
+    public var outputs: [TensorSpec]
+    public var pieces: [Piece]
+
+    public init(files: [String] = [], outputs: [TensorSpec] = [], pieces: [Piece] = []) {
+        self.files = files
+        self.outputs = outputs
+        self.pieces = pieces
+    }
+
+    /// Source bytes this plan reads.
+    public var bytesToRead: Int { pieces.reduce(0) { $0 + $1.source.count } }
+    /// Bytes of all outputs.
+    public var bytesToProduce: Int { outputs.reduce(0) { $0 + $1.byteCount } }
+
+    /// Checks that every output byte is produced exactly once (a plan bug otherwise).
+    public func validateCoverage() throws {
+        var covered = [Int](repeating: 0, count: outputs.count)
+        for p in pieces {
+            let n = p.transform.outputBytes(sourceBytes: p.source.count)
+            guard p.destOffset >= 0, p.destOffset + n <= outputs[p.output].byteCount else {
+                throw CheckpointError(path: outputs[p.output].name, "internal: piece outside its tensor")
+            }
+            covered[p.output] += n
+        }
+        for (i, o) in outputs.enumerated() where covered[i] != o.byteCount {
+            throw CheckpointError(path: o.name, "internal: plan covers \(covered[i]) of \(o.byteCount) bytes")
+        }
+    }
+}

@@ -1,0 +1,85 @@
+import Glibc
+
+/// An open file descriptor with whole-range `pread`/`pwrite` that retry short transfers.
+public final class SystemFile: @unchecked Sendable {
+    public let path: String
+    public let fd: Int32
+
+    /// Opens an existing file for reading.
+    public init(readingAt path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw IOError("open", path: path) }
+        self.fd = fd
+    }
+
+    /// Creates (or truncates) a file for writing with mode 0644.
+    public init(creatingAt path: String, exclusive: Bool = true) throws {
+        self.path = path
+        let flags = O_WRONLY | O_CREAT | O_CLOEXEC | (exclusive ? O_EXCL : O_TRUNC)
+        let fd = open(path, flags, 0o644)
+        guard fd >= 0 else { throw IOError("create", path: path) }
+        self.fd = fd
+    }
+
+    deinit { close(fd) }
+
+    /// Size in bytes.
+    public func size() throws -> Int {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw IOError("stat", path: path) }
+        return Int(st.st_size)
+    }
+
+    /// Reads exactly `buffer.count` bytes at `offset`; a short file is an error.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw IOError("read", path: path)
+            }
+            if n == 0 { throw IOError("read (file ends at \(offset + done), wanted \(offset + buffer.count))", path: path, code: EIO) }
+            done += n
+        }
+    }
+
+    /// Reads `count` bytes at `offset` into a new array.
+    public func readBytes(count: Int, at offset: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        try bytes.withUnsafeMutableBytes { try read(into: $0, at: offset) }
+        return bytes
+    }
+
+    /// Writes all of `buffer` at `offset`.
+    public func write(_ buffer: UnsafeRawBufferPointer, at offset: Int) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw IOError("write", path: path)
+            }
+            done += n
+        }
+    }
+
+    /// Sets the file length (so a later pwrite past a hole cannot fail half-way for lack of space
+    /// only at the end, and readers see the final size).
+    public func allocate(size: Int) throws {
+        let rc = posix_fallocate(fd, 0, off_t(size))
+        if rc != 0 && rc != EOPNOTSUPP && rc != EINVAL { throw IOError("allocate \(size) bytes", path: path, code: rc) }
+        if rc != 0, ftruncate(fd, off_t(size)) != 0 { throw IOError("truncate", path: path) }
+    }
+
+    /// Flushes data to stable storage.
+    public func sync() throws {
+        guard fsync(fd) == 0 else { throw IOError("fsync", path: path) }
+    }
+
+    /// Hints that `length` bytes at `offset` will be read sequentially.
+    public func adviseSequential(offset: Int = 0, length: Int = 0) {
+        _ = posix_fadvise(fd, off_t(offset), off_t(length), POSIX_FADV_SEQUENTIAL)
+    }
+}

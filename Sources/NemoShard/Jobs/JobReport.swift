@@ -1,0 +1,122 @@
+import Glibc
+
+/// Peak resident set size of this process in bytes (VmHWM of /proc/self/status).
+public func peakRSSBytes() -> Int {
+    guard let bytes = try? readWholeFile("/proc/self/status") else { return 0 }
+    for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let digits = line.filter { $0.isNumber }
+        return (Int(digits) ?? 0) * 1024
+    }
+    return 0
+}
+
+/// One rank's counters, gathered to rank 0 for the summary.
+public struct RankStats: Sendable {
+    public var rank = 0
+    public var experts = ExpertRange(start: 0, end: 0)
+    public var tensors = 0
+    public var bytesRead = 0
+    public var bytesProduced = 0
+    public var bytesWritten = 0
+    public var files = 0
+    public var peakRSS = 0
+
+    var packed: [Int64] {
+        [rank, experts.start, experts.end, tensors, bytesRead, bytesProduced, bytesWritten, files, peakRSS].map { Int64($0) }
+    }
+
+    init() {}
+
+    init(packed p: ArraySlice<Int64>) {
+        let v = p.map { Int($0) }
+        rank = v[0]; experts = ExpertRange(start: v[1], end: v[2]); tensors = v[3]; bytesRead = v[4]
+        bytesProduced = v[5]; bytesWritten = v[6]; files = v[7]; peakRSS = v[8]
+    }
+
+    /// Every rank's stats on every rank.
+    static func gather(_ mine: RankStats, over world: Collective) throws -> [RankStats] {
+        let width = mine.packed.count
+        let all = try world.allgather(mine.packed)
+        return (0..<world.size).map { RankStats(packed: all[($0 * width)..<(($0 + 1) * width)]) }
+    }
+}
+
+/// What a job did: mesh, per-rank bytes, phase times. Printed by rank 0 as text or JSON.
+public struct JobReport: Sendable {
+    public var command: String
+    public var mesh: MeshShape?
+    public var worldSize: Int
+    public var phases: [(String, Double)] = []
+    public var ranks: [RankStats] = []
+    public var outputPath: String?
+    public var notes: [(String, JSON)] = []
+
+    public init(command: String, mesh: MeshShape?, worldSize: Int) {
+        self.command = command
+        self.mesh = mesh
+        self.worldSize = worldSize
+    }
+
+    public var totalSeconds: Double { phases.reduce(0) { $0 + $1.1 } }
+    public var totalRead: Int { ranks.reduce(0) { $0 + $1.bytesRead } }
+
+    /// Bytes read per second over the whole job.
+    public var gigabytesPerSecond: Double { totalSeconds > 0 ? Double(totalRead) / totalSeconds / 1e9 : 0 }
+
+    public func json() -> JSON {
+        var m: [(String, JSON)] = [("command", .string(command)), ("world_size", .int(Int64(worldSize)))]
+        if let mesh { m.append(("mesh", .string(mesh.description))) }
+        if let outputPath { m.append(("output", .string(outputPath))) }
+        m.append(("phases", .object(phases.map { ($0.0, .double(($0.1 * 1e4).rounded() / 1e4)) })))
+        m.append(("seconds", .double((totalSeconds * 1e4).rounded() / 1e4)))
+        m.append(("bytes_read", .int(Int64(totalRead))))
+        m.append(("gb_per_s", .double((gigabytesPerSecond * 1e3).rounded() / 1e3)))
+        m.append(("max_peak_rss", .int(Int64(ranks.map(\.peakRSS).max() ?? 0))))
+        m.append(("ranks", .array(ranks.map { r in
+            .object([("rank", .int(Int64(r.rank))), ("experts", .array([.int(Int64(r.experts.start)), .int(Int64(r.experts.end))])),
+                     ("tensors", .int(Int64(r.tensors))), ("bytes_read", .int(Int64(r.bytesRead))),
+                     ("bytes_produced", .int(Int64(r.bytesProduced))), ("bytes_written", .int(Int64(r.bytesWritten))),
+                     ("files", .int(Int64(r.files))), ("peak_rss", .int(Int64(r.peakRSS)))])
+        })))
+        m += notes
+        return .object(m)
+    }
+
+    public func text() -> String {
+        var lines: [String] = []
+        let meshText = mesh?.description ?? "-"
+        lines.append("nemoshard \(command): \(worldSize) rank\(worldSize == 1 ? "" : "s"), mesh \(meshText)"
+                     + (outputPath.map { " -> \($0)" } ?? ""))
+        lines.append("  rank  experts      tensors   read        produced    written     files  peak RSS")
+        for r in ranks {
+            lines.append("  " + [pad(String(r.rank), 4), pad(r.experts.description, 11), pad(String(r.tensors), 8),
+                                 pad(formatBytes(r.bytesRead), 10), pad(formatBytes(r.bytesProduced), 10),
+                                 pad(formatBytes(r.bytesWritten), 10), pad(String(r.files), 5),
+                                 formatBytes(r.peakRSS)].joined(separator: "  "))
+        }
+        lines.append("  phases: " + phases.map { "\($0.0) \(formatSeconds($0.1))" }.joined(separator: ", ")
+                     + "; total \(formatSeconds(totalSeconds))")
+        lines.append("  read \(formatBytes(totalRead)) in all, \(String(format2(gigabytesPerSecond))) GB/s; "
+                     + "largest peak RSS \(formatBytes(ranks.map(\.peakRSS).max() ?? 0))")
+        for (k, v) in notes { lines.append("  \(k): \(v.stringValue ?? v.serialized())") }
+        return lines.joined(separator: "\n")
+    }
+}
+
+func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
+
+func format2(_ x: Double) -> String {
+    let v = (x * 100).rounded() / 100
+    let whole = Int(v)
+    let frac = Int(((v - Double(whole)) * 100).rounded())
+    return "\(whole).\(frac < 10 ? "0" : "")\(frac)"
+}
+
+/// 1.23 GB, 45.6 MB, 789 B.
+public func formatBytes(_ n: Int) -> String {
+    let units = [(1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")]
+    for (scale, unit) in units where Double(n) >= scale { return "\(format2(Double(n) / scale)) \(unit)" }
+    return "\(n) B"
+}
+
+func formatSeconds(_ s: Double) -> String { "\(format2(s)) s" }

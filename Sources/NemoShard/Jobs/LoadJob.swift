@@ -1,0 +1,107 @@
+/// HF checkpoint -> each rank's internal state dict (`from_hf` over a device mesh), held in memory
+/// or written as a per-rank checkpoint. Rank 0 reads the index, config and headers once and sends
+/// the plan; each rank then reads only its own experts and the non-expert tensors.
+public enum LoadJob {
+    public struct Options {
+        public var source: String
+        /// Per-rank checkpoint directory; nil keeps the state in memory.
+        public var output: String?
+        /// nil: a 1-D `ep` mesh over the whole world.
+        public var mesh: MeshShape?
+        public var dtype: DType = .bf16
+        public var force = false
+        public var threads = 1
+        public var chunkBytes = 32 << 20
+        public var progress: ((Int, Int) -> Void)?
+
+        public init(source: String) { self.source = source }
+    }
+
+    /// One rank's outcome.
+    public struct Result {
+        public let experts: ExpertRange
+        /// The rank's internal state dict (empty when written to disk).
+        public let tensors: [(String, Tensor)]
+        public let manifest: Manifest
+        public let report: JobReport
+
+        /// The state dict as a dictionary.
+        public var stateDict: [String: Tensor] { Dictionary(tensors, uniquingKeysWith: { a, _ in a }) }
+    }
+
+    /// Runs the load on every rank of `world`. Every rank gets the same error if any fails.
+    public static func run(_ o: Options, world: Collective) throws -> Result {
+        let t0 = monotonicSeconds()
+        let shape = try MeshShape.resolve(o.mesh, world: world)
+        // Plan: rank 0 reads every header once and broadcasts.
+        let checkpoint = try HFCheckpoint.openShared(o.source, world: world)
+        let planner = LoadPlanner(checkpoint: checkpoint, expertDType: o.dtype)
+        let nExperts = checkpoint.config.nRoutedExperts ?? 0
+        let range = shape.expertRange(of: world.rank, experts: nExperts)
+        let epRank = shape.expertParallelPosition(of: world.rank).rank
+        let (plan, manifest) = try world.agree { () -> (TransferPlan, Manifest) in
+            let layout = try planner.layout()
+            let plan = try planner.plan(range: range, rank: epRank)
+            let globals = try planner.globalTensors(layout)
+            let ranks = (0..<world.size).map {
+                Manifest.RankEntry(rank: $0, file: Manifest.rankFileName($0, of: world.size),
+                                   experts: shape.expertRange(of: $0, experts: nExperts))
+            }
+            let manifest = Manifest(
+                worldSize: world.size, mesh: shape, nRoutedExperts: nExperts, ranks: ranks,
+                tensors: globals.map { .init(name: $0.name, dtype: $0.dtype, shape: $0.shape,
+                                             expertSharded: $0.expertLayer != nil, hfKey: $0.hfKey) },
+                sourceDirectory: checkpoint.directory, config: checkpoint.config.json, hfPrefix: layout.hfPrefix,
+                hfKeys: checkpoint.tensors.map(\.name), extraFiles: checkpoint.extraFiles)
+            return (plan, manifest)
+        }
+        let t1 = monotonicSeconds()
+
+        var report = JobReport(command: o.output == nil ? "load (in memory)" : "load", mesh: shape, worldSize: world.size)
+        report.outputPath = o.output
+        var stats = RankStats()
+        stats.rank = world.rank
+        stats.experts = range
+        stats.tensors = plan.outputs.count
+        let executor = PlanExecutor(chunkBytes: o.chunkBytes, threads: o.threads)
+        let total = plan.bytesToRead
+        let progress = o.progress.map { p in { (done: Int) in p(done, total) } }
+
+        guard let outPath = o.output else {
+            let sink = MemorySink(outputs: plan.outputs)
+            let exec = try world.agree { try executor.run(plan, into: sink, progress: progress) }
+            let t2 = monotonicSeconds()
+            stats.bytesRead = exec.bytesRead
+            stats.bytesProduced = exec.bytesProduced
+            stats.peakRSS = peakRSSBytes()
+            report.phases = [("plan", t1 - t0), ("read+merge", t2 - t1)]
+            report.ranks = try RankStats.gather(stats, over: world)
+            return Result(experts: range, tensors: sink.namedTensors, manifest: manifest, report: report)
+        }
+
+        let staged = try StagedOutput.prepare(outPath, force: o.force, inputs: [o.source], world: world)
+        let fileName = Manifest.rankFileName(world.rank, of: world.size)
+        let exec = try staged.run(write: {
+            let w = try SafetensorsWriter(path: staged.directory.stagingPath(fileName), specs: plan.outputs,
+                                          metadata: rankMetadata(rank: world.rank, range: range, world: world.size))
+            stats.bytesWritten = w.fileSize
+            return (try executor.run(plan, into: FileSink(writer: w), progress: progress), [w])
+        }, finish: {
+            try writeFileAtomically(staged.directory.stagingPath(Manifest.fileName),
+                                    Array(manifest.toJSON().serialized(indent: 1).utf8))
+        })
+        let t2 = monotonicSeconds()
+        stats.bytesRead = exec.bytesRead
+        stats.bytesProduced = exec.bytesProduced
+        stats.files = 1
+        stats.peakRSS = peakRSSBytes()
+        report.phases = [("plan", t1 - t0), ("read+merge+write+commit", t2 - t1)]
+        report.ranks = try RankStats.gather(stats, over: world)
+        return Result(experts: range, tensors: [], manifest: manifest, report: report)
+    }
+
+    static func rankMetadata(rank: Int, range: ExpertRange, world: Int) -> [(String, String)] {
+        [("format", "pt"), ("nemoshard_rank", String(rank)), ("nemoshard_world_size", String(world)),
+         ("nemoshard_experts", "\(range.start),\(range.end)")]
+    }
+}

@@ -1,0 +1,28 @@
+extension HFCheckpoint {
+    /// Rank 0 reads the index, config and every header; the others receive the result.
+    public static func openShared(_ directory: String, world: Collective) throws -> HFCheckpoint {
+        let bytes = try world.agreeOnRoot { Array(try HFCheckpoint.open(directory).toJSON().serialized().utf8) }
+        return try HFCheckpoint(json: try JSON.parse(try world.broadcast(bytes ?? [], root: 0)))
+    }
+}
+
+extension ShardedCheckpoint {
+    /// Rank 0 reads the manifest and every rank file's header; the others receive the result.
+    public static func openShared(_ directory: String, world: Collective) throws -> ShardedCheckpoint {
+        let bytes = try world.agreeOnRoot { Array(try ShardedCheckpoint.open(directory).toJSON().serialized().utf8) }
+        return try ShardedCheckpoint(json: try JSON.parse(try world.broadcast(bytes ?? [], root: 0)))
+    }
+}
+
+extension MeshShape {
+    /// `mesh`, or a 1-D `ep` mesh over the world; its size must be the world size.
+    static func resolve(_ mesh: MeshShape?, world: Collective) throws -> MeshShape {
+        try world.agree {
+            let s = try mesh ?? MeshShape.expertParallel(world.size)
+            guard s.worldSize == world.size else {
+                throw UsageError("mesh \(s) has \(s.worldSize) ranks but the job has \(world.size)")
+            }
+            return s
+        }
+    }
+}

@@ -1,0 +1,166 @@
+import CKernels
+
+/// Compares two checkpoints of any kinds (HF or per-rank, any mesh) in the global internal view:
+/// the same tensors, dtypes, shapes and bytes, checked with a CRC-32C per expert slice.
+/// Under mpirun the ranks share the slices.
+public enum VerifyJob {
+    public struct Options {
+        public var a: String
+        public var b: String
+        /// dtype of grouped experts when an HF checkpoint is viewed through `from_hf`.
+        public var dtype: DType = .bf16
+        public var chunkBytes = 32 << 20
+        public init(a: String, b: String) {
+            self.a = a
+            self.b = b
+        }
+    }
+
+    /// One tensor of the logical view with its slice checksums.
+    public struct TensorSum: Equatable {
+        public let name: String
+        public let dtype: DType
+        public let shape: [Int]
+        public let grouped: Bool
+        public var slices: [UInt32]
+
+        /// One checksum for the whole tensor (CRC-32C of the slice CRCs, little-endian).
+        public var checksum: UInt32 {
+            var bytes: [UInt8] = []
+            for c in slices { for k in 0..<4 { bytes.append(UInt8(truncatingIfNeeded: c >> (8 * UInt32(k)))) } }
+            return bytes.withUnsafeBytes { ns_crc32c(0, $0.baseAddress, $0.count) }
+        }
+    }
+
+    /// The verdict.
+    public struct Result {
+        public let a: [TensorSum]
+        public let b: [TensorSum]
+        public let differences: [String]
+        public let report: JobReport
+        public var equal: Bool { differences.isEmpty }
+
+        public func json() -> JSON {
+            func sums(_ list: [TensorSum]) -> JSON {
+                .object(list.map { ($0.name, .string(hex($0.checksum))) })
+            }
+            return .object([("equal", .bool(equal)), ("tensors_a", .int(Int64(a.count))), ("tensors_b", .int(Int64(b.count))),
+                            ("differences", .array(differences.prefix(100).map { .string($0) })),
+                            ("difference_count", .int(Int64(differences.count))),
+                            ("checksums_a", sums(a)), ("checksums_b", sums(b)), ("report", report.json())])
+        }
+    }
+
+    /// A checkpoint opened for verification: its plan for the whole global view.
+    struct View {
+        let plan: TransferPlan
+        let grouped: [Bool]
+    }
+
+    static func view(_ path: String, dtype: DType, world: Collective) throws -> View {
+        if FS.exists(FS.join(path, Manifest.fileName)) {
+            let s = try ShardedCheckpoint.openShared(path, world: world)
+            let all = ExpertRange(start: 0, end: s.manifest.nRoutedExperts)
+            let plan = try ReshardPlanner(source: s).plan(range: all, denseSource: s.ownerRanks[0])
+            let sharded = Set(s.manifest.tensors.filter(\.expertSharded).map(\.name))
+            return View(plan: plan, grouped: plan.outputs.map { sharded.contains($0.name) })
+        }
+        let c = try HFCheckpoint.openShared(path, world: world)
+        let planner = LoadPlanner(checkpoint: c, expertDType: dtype)
+        let plan = try world.agree {
+            try planner.plan(range: ExpertRange(start: 0, end: c.config.nRoutedExperts ?? 0), rank: nil)
+        }
+        let grouped = try Set(planner.globalTensors(try planner.layout()).filter { $0.expertLayer != nil }.map(\.name))
+        return View(plan: plan, grouped: plan.outputs.map { grouped.contains($0.name) })
+    }
+
+    /// This rank's share of `view`: slices whose (name, slice) hash falls on it; returns checksums.
+    static func checksum(_ v: View, world: Collective, chunkBytes: Int, stats: inout RankStats) throws -> [TensorSum] {
+        let outs = v.plan.outputs
+        let slices = outs.indices.map { v.grouped[$0] ? outs[$0].shape.first ?? 0 : 1 }
+        func owner(_ o: Int, _ s: Int) -> Int { Int((fnv1a(outs[o].name) &+ UInt64(s)) % UInt64(world.size)) }
+        var share = TransferPlan(files: v.plan.files, outputs: outs)
+        for p in v.plan.pieces {
+            let sliceBytes = slices[p.output] > 0 ? outs[p.output].byteCount / slices[p.output] : 0
+            let outBytes = p.transform.outputBytes(sourceBytes: p.source.count)
+            if v.grouped[p.output], p.transform == .copy, sliceBytes > 0, outBytes > sliceBytes {
+                // a run of several experts: one piece per expert
+                var d = 0
+                while d < outBytes {
+                    let s = (p.destOffset + d) / sliceBytes
+                    if owner(p.output, s) == world.rank {
+                        share.pieces.append(Piece(source: SourceRange(file: p.source.file, offset: p.source.offset + d, count: sliceBytes),
+                                                  transform: .copy, output: p.output, destOffset: p.destOffset + d))
+                    }
+                    d += sliceBytes
+                }
+                continue
+            }
+            let s = sliceBytes > 0 ? p.destOffset / sliceBytes : 0
+            if owner(p.output, s) == world.rank { share.pieces.append(p) }
+        }
+        let sink = ChecksumSink(outputs: outs, slices: slices)
+        let e = try PlanExecutor(chunkBytes: chunkBytes).run(share, into: sink)
+        stats.bytesRead += e.bytesRead
+        // Combine: slice s of output o comes from its owner.
+        var mine: [Int64] = []
+        for o in outs.indices { for s in 0..<slices[o] where owner(o, s) == world.rank { mine.append(Int64(sink.checksums(o)[s])) } }
+        let parts = try world.allgatherBytes(mine.withUnsafeBytes { Array($0) })
+        var cursors = [Int](repeating: 0, count: world.size)
+        let decoded = parts.map { p in p.withUnsafeBytes { Array($0.bindMemory(to: Int64.self)) } }
+        return outs.indices.map { o in
+            let sums = (0..<slices[o]).map { s -> UInt32 in
+                let r = owner(o, s)
+                defer { cursors[r] += 1 }
+                return UInt32(truncatingIfNeeded: decoded[r][cursors[r]])
+            }
+            return TensorSum(name: outs[o].name, dtype: outs[o].dtype, shape: outs[o].shape, grouped: v.grouped[o], slices: sums)
+        }
+    }
+
+    public static func run(_ o: Options, world: Collective) throws -> Result {
+        let t0 = monotonicSeconds()
+        let va = try view(o.a, dtype: o.dtype, world: world)
+        let vb = try view(o.b, dtype: o.dtype, world: world)
+        let t1 = monotonicSeconds()
+        var stats = RankStats()
+        stats.rank = world.rank
+        let (sa, sb) = try world.agree { () -> ([TensorSum], [TensorSum]) in
+            (try checksum(va, world: world, chunkBytes: o.chunkBytes, stats: &stats),
+             try checksum(vb, world: world, chunkBytes: o.chunkBytes, stats: &stats))
+        }
+        let t2 = monotonicSeconds()
+        stats.peakRSS = peakRSSBytes()
+        var report = JobReport(command: "verify", mesh: nil, worldSize: world.size)
+        report.phases = [("plan", t1 - t0), ("read+checksum", t2 - t1)]
+        report.ranks = try RankStats.gather(stats, over: world)
+        return Result(a: sa, b: sb, differences: compare(sa, sb), report: report)
+    }
+
+    /// Differences between two logical views, in name order.
+    public static func compare(_ a: [TensorSum], _ b: [TensorSum]) -> [String] {
+        let ma = Dictionary(a.map { ($0.name, $0) }, uniquingKeysWith: { x, _ in x })
+        let mb = Dictionary(b.map { ($0.name, $0) }, uniquingKeysWith: { x, _ in x })
+        var out: [String] = []
+        for name in Set(ma.keys).union(mb.keys).sorted() {
+            guard let x = ma[name] else { out.append("\(name): only in B"); continue }
+            guard let y = mb[name] else { out.append("\(name): only in A"); continue }
+            if x.dtype != y.dtype { out.append("\(name): dtype \(x.dtype.rawValue) vs \(y.dtype.rawValue)"); continue }
+            if x.shape != y.shape { out.append("\(name): shape \(x.shape) vs \(y.shape)"); continue }
+            for s in x.slices.indices where x.slices[s] != y.slices[s] {
+                if x.grouped {
+                    out.append("\(name): expert \(s) differs (crc32c \(hex(x.slices[s])) vs \(hex(y.slices[s])))")
+                } else {
+                    out.append("\(name): bytes differ (crc32c \(hex(x.slices[s])) vs \(hex(y.slices[s])))")
+                }
+            }
+        }
+        return out
+    }
+}
+
+/// Eight hex digits.
+func hex(_ v: UInt32) -> String {
+    let s = String(v, radix: 16)
+    return String(repeating: "0", count: 8 - s.count) + s
+}

@@ -1,0 +1,39 @@
+/// The collective operations the jobs need. `Communicator` runs them over MPI;
+/// `SoloCollective` is a world of one without MPI (library callers, `convert`, unit tests).
+public protocol Collective: AnyObject {
+    var rank: Int { get }
+    var size: Int { get }
+    func barrier() throws
+    func broadcast(_ bytes: [UInt8], root: Int) throws -> [UInt8]
+    func allreduce(_ values: [Int64], _ op: Communicator.ReduceOp) throws -> [Int64]
+    func allgather(_ values: [Int64]) throws -> [Int64]
+    func allgatherBytes(_ bytes: [UInt8]) throws -> [[UInt8]]
+    func send(_ bytes: UnsafeRawBufferPointer, to dest: Int, tag: Int) throws
+    func receive(from source: Int, tag: Int) throws -> [UInt8]
+    func split(color: Int, key: Int) throws -> Collective
+}
+
+extension Communicator: Collective {
+    public func split(color: Int, key: Int) throws -> Collective { try split(color: color, key: key) as Communicator }
+}
+
+/// A world of one process.
+public final class SoloCollective: Collective {
+    public init() {}
+    public var rank: Int { 0 }
+    public var size: Int { 1 }
+    public func barrier() throws {}
+    public func broadcast(_ bytes: [UInt8], root: Int) throws -> [UInt8] { bytes }
+    public func allreduce(_ values: [Int64], _ op: Communicator.ReduceOp) throws -> [Int64] { values }
+    public func allgather(_ values: [Int64]) throws -> [Int64] { values }
+    public func allgatherBytes(_ bytes: [UInt8]) throws -> [[UInt8]] { [bytes] }
+    public func send(_ bytes: UnsafeRawBufferPointer, to dest: Int, tag: Int) throws {
+        throw UsageError("send in a world of one")
+    }
+    public func receive(from source: Int, tag: Int) throws -> [UInt8] { throw UsageError("receive in a world of one") }
+    public func split(color: Int, key: Int) throws -> Collective { self }
+}
+
+extension Collective {
+    public func allreduce(_ value: Int64, _ op: Communicator.ReduceOp) throws -> Int64 { try allreduce([value], op)[0] }
+}

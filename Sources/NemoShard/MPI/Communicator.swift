@@ -1,0 +1,147 @@
+import CMPI
+
+/// A typed wrapper over an MPI communicator: collectives on bytes and 64-bit integers.
+/// Messages of any size are split into pieces of at most `MPIRuntime.maxChunk` bytes.
+public final class Communicator: @unchecked Sendable {
+    public let handle: MPI_Comm
+    private let owned: Bool
+    public let rank: Int
+    public let size: Int
+
+    init(handle: MPI_Comm, owned: Bool) {
+        self.handle = handle
+        self.owned = owned
+        var r: Int32 = 0, s: Int32 = 0
+        MPI_Comm_rank(handle, &r)
+        MPI_Comm_size(handle, &s)
+        rank = Int(r)
+        size = Int(s)
+    }
+
+    deinit {
+        if owned {
+            var h: MPI_Comm? = handle
+            MPI_Comm_free(&h)
+        }
+    }
+
+    /// Ranks with the same `color` form a new communicator, ordered by `key`.
+    public func split(color: Int, key: Int) throws -> Communicator {
+        var out: MPI_Comm?
+        try MPIError.check(MPI_Comm_split(handle, Int32(color), Int32(key), &out), "MPI_Comm_split")
+        guard let out else { throw MPIError(call: "MPI_Comm_split", code: -1) }
+        MPI_Comm_set_errhandler(out, cmpi_errors_return())
+        return Communicator(handle: out, owned: true)
+    }
+
+    public func barrier() throws { try MPIError.check(MPI_Barrier(handle), "MPI_Barrier") }
+
+    /// Sends `bytes` from `root` to every rank; returns them everywhere.
+    public func broadcast(_ bytes: [UInt8], root: Int = 0) throws -> [UInt8] {
+        var count = [Int64(bytes.count)]
+        try count.withUnsafeMutableBytes {
+            try MPIError.check(MPI_Bcast($0.baseAddress, 1, cmpi_int64(), Int32(root), handle), "MPI_Bcast")
+        }
+        var out = rank == root ? bytes : [UInt8](repeating: 0, count: Int(count[0]))
+        try out.withUnsafeMutableBytes { buf in
+            try forEachChunk(buf.count) { offset, n in
+                try MPIError.check(MPI_Bcast(buf.baseAddress! + offset, Int32(n), cmpi_byte(), Int32(root), handle), "MPI_Bcast")
+            }
+        }
+        return out
+    }
+
+    public enum ReduceOp { case sum, max, min }
+
+    /// Element-wise reduction of `values` over all ranks, result everywhere.
+    public func allreduce(_ values: [Int64], _ op: ReduceOp) throws -> [Int64] {
+        var out = [Int64](repeating: 0, count: values.count)
+        let mpiOp: MPI_Op = switch op {
+        case .sum: cmpi_op_sum()
+        case .max: cmpi_op_max()
+        case .min: cmpi_op_min()
+        }
+        try values.withUnsafeBytes { src in
+            try out.withUnsafeMutableBytes { dst in
+                try MPIError.check(MPI_Allreduce(src.baseAddress, dst.baseAddress, Int32(values.count), cmpi_int64(), mpiOp, handle),
+                                   "MPI_Allreduce")
+            }
+        }
+        return out
+    }
+
+    public func allreduce(_ value: Int64, _ op: ReduceOp) throws -> Int64 { try allreduce([value], op)[0] }
+
+    /// Every rank's `values` (same count everywhere), concatenated in rank order, on every rank.
+    public func allgather(_ values: [Int64]) throws -> [Int64] {
+        var out = [Int64](repeating: 0, count: values.count * size)
+        try values.withUnsafeBytes { src in
+            try out.withUnsafeMutableBytes { dst in
+                try MPIError.check(MPI_Allgather(src.baseAddress, Int32(values.count), cmpi_int64(),
+                                                 dst.baseAddress, Int32(values.count), cmpi_int64(), handle), "MPI_Allgather")
+            }
+        }
+        return out
+    }
+
+    /// Every rank's byte string, in rank order, on every rank.
+    public func allgatherBytes(_ bytes: [UInt8]) throws -> [[UInt8]] {
+        let sizes = try allgather([Int64(bytes.count)]).map(Int.init)
+        var parts: [[UInt8]] = []
+        for r in 0..<size { parts.append(try self.broadcast(r == rank ? bytes : [UInt8](repeating: 0, count: sizes[r]), root: r)) }
+        return parts
+    }
+
+    /// Every rank's byte string, in rank order, on `root` only (others get []).
+    public func gatherBytes(_ bytes: [UInt8], root: Int = 0) throws -> [[UInt8]] {
+        if rank == root {
+            var parts: [[UInt8]] = []
+            for r in 0..<size { parts.append(r == root ? bytes : try receive(from: r, tag: 7)) }
+            return parts
+        }
+        try send(bytes, to: root, tag: 7)
+        return []
+    }
+
+    /// Sends a byte string (length first, then chunks).
+    public func send(_ bytes: [UInt8], to dest: Int, tag: Int) throws {
+        try bytes.withUnsafeBytes { try send($0, to: dest, tag: tag) }
+    }
+
+    /// Sends raw bytes (length first, then chunks of at most `maxChunk`).
+    public func send(_ bytes: UnsafeRawBufferPointer, to dest: Int, tag: Int) throws {
+        var count = Int64(bytes.count)
+        try MPIError.check(MPI_Send(&count, 1, cmpi_int64(), Int32(dest), Int32(tag), handle), "MPI_Send")
+        try forEachChunk(bytes.count) { offset, n in
+            try MPIError.check(MPI_Send(bytes.baseAddress! + offset, Int32(n), cmpi_byte(), Int32(dest), Int32(tag), handle), "MPI_Send")
+        }
+    }
+
+    /// Receives a byte string sent with `send`.
+    public func receive(from source: Int, tag: Int) throws -> [UInt8] {
+        var count: Int64 = 0
+        try MPIError.check(MPI_Recv(&count, 1, cmpi_int64(), Int32(source), Int32(tag), handle, cmpi_status_ignore()), "MPI_Recv")
+        guard count >= 0 else { throw MPIError(call: "MPI_Recv (negative length)", code: -1) }
+        var out = [UInt8](repeating: 0, count: Int(count))
+        try out.withUnsafeMutableBytes { buf in
+            try forEachChunk(buf.count) { offset, n in
+                try MPIError.check(MPI_Recv(buf.baseAddress! + offset, Int32(n), cmpi_byte(), Int32(source), Int32(tag), handle,
+                                            cmpi_status_ignore()), "MPI_Recv")
+            }
+        }
+        return out
+    }
+
+    /// Calls `body(offset, count)` for consecutive pieces of at most `MPIRuntime.maxChunk` bytes.
+    func forEachChunk(_ total: Int, _ body: (Int, Int) throws -> Void) throws {
+        var offset = 0
+        while offset < total {
+            let n = min(MPIRuntime.maxChunk, total - offset)
+            try body(offset, n)
+            offset += n
+        }
+    }
+
+    /// Whether every rank passed `ok`; a collective, so every rank must call it.
+    public func allSucceeded(_ ok: Bool) throws -> Bool { try allreduce(ok ? 1 : 0, .min) == 1 }
+}

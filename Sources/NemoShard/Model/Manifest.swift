@@ -1,0 +1,159 @@
+/// `nemoshard.json`: what a per-rank checkpoint holds and where it came from.
+public struct Manifest: Sendable {
+    public static let fileName = "nemoshard.json"
+    public static let formatName = "nemoshard-per-rank"
+    public static let version: Int64 = 1
+
+    /// One rank's file and experts.
+    public struct RankEntry: Sendable, Equatable {
+        public let rank: Int
+        public let file: String
+        public let experts: ExpertRange
+    }
+
+    /// One internal tensor in the global view.
+    public struct TensorEntry: Sendable, Equatable {
+        public let name: String
+        public let dtype: DType
+        /// Global shape; dim 0 spans all experts when `expertSharded`.
+        public let shape: [Int]
+        public let expertSharded: Bool
+        /// The HF key a renamed tensor came from (restored on export).
+        public let hfKey: String?
+    }
+
+    public let worldSize: Int
+    public let mesh: MeshShape
+    public let nRoutedExperts: Int
+    public let ranks: [RankEntry]
+    public let tensors: [TensorEntry]
+    /// Source checkpoint: absolute directory, config.json content, HF prefix of expert keys,
+    /// every HF key in the source's order, and its small non-weight files.
+    public let sourceDirectory: String
+    public let config: JSON
+    public let hfPrefix: String
+    public let hfKeys: [String]
+    public let extraFiles: [String]
+
+    public init(worldSize: Int, mesh: MeshShape, nRoutedExperts: Int, ranks: [RankEntry], tensors: [TensorEntry],
+                sourceDirectory: String, config: JSON, hfPrefix: String, hfKeys: [String], extraFiles: [String]) {
+        self.worldSize = worldSize
+        self.mesh = mesh
+        self.nRoutedExperts = nRoutedExperts
+        self.ranks = ranks
+        self.tensors = tensors
+        self.sourceDirectory = sourceDirectory
+        self.config = config
+        self.hfPrefix = hfPrefix
+        self.hfKeys = hfKeys
+        self.extraFiles = extraFiles
+    }
+
+    /// `rank-00003-of-00008.safetensors`.
+    public static func rankFileName(_ rank: Int, of world: Int) -> String {
+        "rank-\(pad5(rank))-of-\(pad5(world)).safetensors"
+    }
+
+    public func tensor(_ name: String) -> TensorEntry? { tensors.first { $0.name == name } }
+
+    public func toJSON() -> JSON {
+        .object([
+            ("format", .string(Manifest.formatName)),
+            ("version", .int(Manifest.version)),
+            ("world_size", .int(Int64(worldSize))),
+            ("mesh", .object([("shape", .array(mesh.sizes.map { .int(Int64($0)) })),
+                              ("names", .array(mesh.names.map { .string($0) }))])),
+            ("n_routed_experts", .int(Int64(nRoutedExperts))),
+            ("ranks", .array(ranks.map { r in
+                .object([("rank", .int(Int64(r.rank))), ("file", .string(r.file)),
+                         ("experts", .array([.int(Int64(r.experts.start)), .int(Int64(r.experts.end))]))])
+            })),
+            ("tensors", .array(tensors.map { t in
+                var m: [(String, JSON)] = [("name", .string(t.name)), ("dtype", .string(t.dtype.rawValue)),
+                                           ("shape", .array(t.shape.map { .int(Int64($0)) })),
+                                           ("expert_sharded", .bool(t.expertSharded))]
+                if let k = t.hfKey { m.append(("hf_key", .string(k))) }
+                return .object(m)
+            })),
+            ("source", .object([
+                ("directory", .string(sourceDirectory)),
+                ("hf_prefix", .string(hfPrefix)),
+                ("hf_keys", .array(hfKeys.map { .string($0) })),
+                ("extra_files", .array(extraFiles.map { .string($0) })),
+                ("config", config),
+            ])),
+        ])
+    }
+
+    /// Parses and checks a manifest; `path` names it in errors.
+    public init(json: JSON, path: String) throws {
+        func bad(_ why: String) -> CheckpointError { CheckpointError(path: path, why) }
+        guard json["format"]?.stringValue == Manifest.formatName else { throw bad("not a nemoshard per-rank manifest") }
+        guard json["version"]?.intValue == Manifest.version else { throw bad("unsupported manifest version") }
+        func int(_ v: JSON?, _ what: String) throws -> Int {
+            guard let i = v?.intValue, i >= 0, i <= Int64(Int32.max) else { throw bad("\"\(what)\" must be a non-negative integer") }
+            return Int(i)
+        }
+        func strings(_ v: JSON?, _ what: String) throws -> [String] {
+            guard let a = v?.arrayValue else { throw bad("\"\(what)\" must be a list") }
+            return try a.map { guard let s = $0.stringValue else { throw bad("\"\(what)\" must hold strings") }; return s }
+        }
+        worldSize = try int(json["world_size"], "world_size")
+        guard let meshJSON = json["mesh"], let sizes = meshJSON["shape"]?.arrayValue else { throw bad("missing \"mesh\"") }
+        do {
+            mesh = try MeshShape(sizes: try sizes.map { try int($0, "mesh.shape") }, names: try strings(meshJSON["names"], "mesh.names"))
+        } catch let e as UsageError { throw bad(e.message) }
+        guard mesh.worldSize == worldSize else { throw bad("mesh \(mesh) does not have world_size \(worldSize) ranks") }
+        let nExperts = try int(json["n_routed_experts"], "n_routed_experts")
+        nRoutedExperts = nExperts
+        let world = worldSize
+        guard let rankList = json["ranks"]?.arrayValue, rankList.count == world else {
+            throw bad("\"ranks\" must list \(world) ranks")
+        }
+        ranks = try rankList.enumerated().map { i, r in
+            guard try int(r["rank"], "rank") == i, let file = r["file"]?.stringValue, !file.contains("/"),
+                  let e = r["experts"]?.arrayValue, e.count == 2 else { throw bad("rank entry \(i) is malformed") }
+            let range = ExpertRange(start: try int(e[0], "experts"), end: try int(e[1], "experts"))
+            guard range.start <= range.end, range.end <= nExperts else { throw bad("rank \(i) has expert range \(range) outside 0..<\(nExperts)") }
+            return RankEntry(rank: i, file: file, experts: range)
+        }
+        guard let tensorList = json["tensors"]?.arrayValue else { throw bad("missing \"tensors\"") }
+        tensors = try tensorList.map { t in
+            guard let name = t["name"]?.stringValue, let dt = t["dtype"]?.stringValue.flatMap(DType.init(rawValue:)),
+                  let shape = t["shape"]?.arrayValue, let sharded = t["expert_sharded"]?.boolValue else {
+                throw bad("tensor entry \(t.serialized()) is malformed")
+            }
+            let dims = try shape.map { try int($0, "shape") }
+            guard SafetensorsHeader.elementCount(dims) != nil else { throw bad("tensor \(name): shape overflows") }
+            if sharded, dims.first != nExperts { throw bad("tensor \(name): dim 0 is not n_routed_experts") }
+            return TensorEntry(name: name, dtype: dt, shape: dims, expertSharded: sharded, hfKey: t["hf_key"]?.stringValue)
+        }
+        guard let source = json["source"], let dir = source["directory"]?.stringValue,
+              let prefix = source["hf_prefix"]?.stringValue, let cfg = source["config"] else { throw bad("missing \"source\"") }
+        sourceDirectory = dir
+        hfPrefix = prefix
+        config = cfg
+        hfKeys = try strings(source["hf_keys"], "source.hf_keys")
+        extraFiles = try strings(source["extra_files"], "source.extra_files")
+    }
+
+    /// Reads `dir/nemoshard.json`.
+    public static func load(directory: String) throws -> Manifest {
+        let path = FS.join(directory, fileName)
+        guard FS.exists(path) else { throw CheckpointError(path: directory, "no \(fileName): not a per-rank checkpoint") }
+        let json: JSON
+        do { json = try JSON.parse(try readWholeFile(path)) } catch let e as JSONError {
+            throw CheckpointError(path: path, "not valid JSON: \(e)")
+        }
+        return try Manifest(json: json, path: path)
+    }
+
+    /// The config of the source checkpoint.
+    public func nemotronConfig() throws -> NemotronConfig { try NemotronConfig(json: config, path: FS.join(sourceDirectory, "config.json")) }
+}
+
+/// Zero-padded to five digits.
+func pad5(_ n: Int) -> String {
+    let s = String(n)
+    return s.count >= 5 ? s : String(repeating: "0", count: 5 - s.count) + s
+}

@@ -1,0 +1,118 @@
+/// The kind of block a layer holds, one character of `hybrid_override_pattern`.
+public enum BlockType: Character, Sendable, CaseIterable {
+    case mamba = "M", attention = "*", mlp = "-", moe = "E"
+
+    /// The word `layers_block_type` uses.
+    public var word: String {
+        switch self {
+        case .mamba: return "mamba"
+        case .attention: return "attention"
+        case .mlp: return "mlp"
+        case .moe: return "moe"
+        }
+    }
+
+    init?(word: String) {
+        guard let b = BlockType.allCases.first(where: { $0.word == word }) else { return nil }
+        self = b
+    }
+
+    /// Parses a pattern string such as `MEM*E`.
+    public static func parse(pattern: String) -> [BlockType]? {
+        var out: [BlockType] = []
+        for c in pattern {
+            guard let b = BlockType(rawValue: c) else { return nil }
+            out.append(b)
+        }
+        return out
+    }
+
+    /// The pattern string of `blocks`.
+    public static func pattern(_ blocks: [BlockType]) -> String { String(blocks.map(\.rawValue)) }
+}
+
+/// The fields of a Nemotron-H `config.json` that the layouts depend on.
+public struct NemotronConfig: Sendable {
+    public let layers: [BlockType]
+    public let mtpLayers: [BlockType]
+    public let numHiddenLayers: Int
+    public let hiddenSize: Int
+    public let nRoutedExperts: Int?
+    public let moeIntermediateSize: Int?
+    public let moeLatentSize: Int?
+    /// The whole document, kept so it can be written back unchanged.
+    public let json: JSON
+
+    /// Width of an expert's input/output: `moe_latent_size` when set, else `hidden_size`.
+    public var expertDim: Int { moeLatentSize ?? hiddenSize }
+    /// Whether any layer (backbone or MTP) is a mixture of experts.
+    public var hasExperts: Bool { layers.contains(.moe) || mtpLayers.contains(.moe) }
+
+    /// Parses and checks a config document; `path` names the file in errors.
+    public init(json: JSON, path: String) throws {
+        func bad(_ reason: String) -> CheckpointError { CheckpointError(path: path, reason) }
+        guard json.objectValue != nil else { throw bad("config is not a JSON object") }
+        self.json = json
+
+        func int(_ key: String, required: Bool) throws -> Int? {
+            guard let v = json[key], !v.isNull else {
+                if required { throw bad("missing \"\(key)\"") }
+                return nil
+            }
+            guard let i = v.intValue, i >= 0, i <= Int64(Int32.max) else {
+                throw bad("\"\(key)\" must be a non-negative integer")
+            }
+            return Int(i)
+        }
+        func blocks(patternKey: String, listKey: String) throws -> [BlockType]? {
+            if let v = json[patternKey], !v.isNull {
+                guard let s = v.stringValue else { throw bad("\"\(patternKey)\" must be a string") }
+                guard let b = BlockType.parse(pattern: s) else {
+                    throw bad("\"\(patternKey)\" has a character other than M * - E: \"\(s)\"")
+                }
+                return b
+            }
+            if let v = json[listKey], !v.isNull {
+                guard let items = v.arrayValue else { throw bad("\"\(listKey)\" must be a list") }
+                return try items.map { item in
+                    guard let w = item.stringValue, let b = BlockType(word: w) else {
+                        throw bad("\"\(listKey)\" holds an unknown block type \(item.serialized())")
+                    }
+                    return b
+                }
+            }
+            return nil
+        }
+
+        guard let layers = try blocks(patternKey: "hybrid_override_pattern", listKey: "layers_block_type") else {
+            throw bad("missing \"hybrid_override_pattern\" (or \"layers_block_type\")")
+        }
+        self.layers = layers
+        numHiddenLayers = try int("num_hidden_layers", required: true) ?? 0
+        guard layers.count == numHiddenLayers else {
+            throw bad("layer pattern has \(layers.count) layers but num_hidden_layers is \(numHiddenLayers)")
+        }
+        hiddenSize = try int("hidden_size", required: true) ?? 0
+        let mtp = try blocks(patternKey: "mtp_hybrid_override_pattern", listKey: "mtp_layers_block_type") ?? []
+        let nextn = try int("num_nextn_predict_layers", required: false) ?? 0
+        mtpLayers = nextn == 0 ? [] : mtp
+        let needsExperts = layers.contains(.moe) || mtpLayers.contains(.moe)
+        nRoutedExperts = try int("n_routed_experts", required: needsExperts)
+        moeIntermediateSize = try int("moe_intermediate_size", required: needsExperts)
+        moeLatentSize = try int("moe_latent_size", required: false)
+        if needsExperts, nRoutedExperts == 0 { throw bad("\"n_routed_experts\" is 0 but the pattern has MoE layers") }
+    }
+
+    /// Reads and parses `path`.
+    public init(path: String) throws {
+        let bytes: [UInt8]
+        do { bytes = try readWholeFile(path) } catch let e as IOError where e.code == ENOENT_CODE {
+            throw CheckpointError(path: path, "missing config.json")
+        }
+        let json: JSON
+        do { json = try JSON.parse(bytes) } catch let e as JSONError {
+            throw CheckpointError(path: path, "not valid JSON: \(e)")
+        }
+        try self.init(json: json, path: path)
+    }
+}

@@ -1,0 +1,183 @@
+import Foundation
+
+/// Where an MoE layer lives: the backbone or the multi-token-prediction head.
+public enum LayerNamespace: String, Sendable, Hashable, Comparable {
+    case backbone, mtp
+    public static func < (a: Self, b: Self) -> Bool { a == .backbone && b == .mtp }
+}
+
+/// The two expert projections of a ReLU² (non-gated) MoE layer.
+public enum Projection: String, Sendable, Hashable { case up = "up_proj", down = "down_proj" }
+
+/// One MoE layer's grouped-expert slot: namespace, the key prefix before `layers.` and the layer index.
+public struct ExpertLayer: Sendable, Hashable, Comparable {
+    public let namespace: LayerNamespace
+    /// Internal prefix before `layers.` (`model.` for the backbone, `mtp.` for MTP).
+    public let prefix: String
+    public let layer: Int
+
+    /// Internal name of the grouped tensor for `projection`.
+    public func groupedName(_ projection: Projection) -> String {
+        "\(prefix)layers.\(layer).mixer.experts." + (projection == .up ? "gate_and_up_projs" : "down_projs")
+    }
+
+    public static func < (a: Self, b: Self) -> Bool { (a.namespace, a.prefix, a.layer) < (b.namespace, b.prefix, b.layer) }
+}
+
+/// What `from_hf` does with one Hugging Face key.
+public enum HFKeyRole: Sendable, Equatable {
+    /// Dropped: `_scale_inv`, a layer past `num_hidden_layers`, or an expert `gate_proj` (non-gated model).
+    case drop(String)
+    /// Kept under this internal name, bytes unchanged.
+    case rename(String)
+    /// One expert's projection, merged into a grouped tensor.
+    case expert(ExpertLayer, expert: Int, Projection)
+}
+
+/// The NemotronV3 state-dict mapping of NeMo AutoModel (`NemotronV3StateDictAdapter`), key by key.
+public struct NemotronV3Adapter: Sendable {
+    public let numHiddenLayers: Int
+    public let nRoutedExperts: Int?
+    public let moeIntermediateSize: Int?
+    /// Prefix the HF experts get on the way back (`backbone.` like the reference, or the source's).
+    public var hfPrefix: String = "backbone."
+
+    public init(numHiddenLayers: Int, nRoutedExperts: Int?, moeIntermediateSize: Int?) {
+        self.numHiddenLayers = numHiddenLayers
+        self.nRoutedExperts = nRoutedExperts
+        self.moeIntermediateSize = moeIntermediateSize
+    }
+
+    public init(config: NemotronConfig) {
+        self.init(numHiddenLayers: config.numHiddenLayers, nRoutedExperts: config.nRoutedExperts,
+                  moeIntermediateSize: config.moeIntermediateSize)
+    }
+
+    // MARK: from_hf
+
+    /// Classifies one HF key exactly as the reference's `from_hf` treats it.
+    public func classify(_ key: String) throws -> HFKeyRole {
+        if numHiddenLayers > 0, let layer = backboneLayerIndex(key), layer >= numHiddenLayers {
+            return .drop("layer \(layer) >= num_hidden_layers \(numHiddenLayers)")
+        }
+        let isMTP = key.hasPrefix("mtp.")
+        let stripped = isMTP ? String(key.dropFirst(4)) : NemotronV3Adapter.renameFromHF(key)
+        let outName = isMTP ? key : stripped
+        guard nRoutedExperts != nil else { return .rename(outName) }  // dense: pure renames
+        if stripped.contains(".mixer.experts."), stripped.hasSuffix(".weight") {
+            guard let m = NemotronV3Adapter.matchExpert(stripped) else { return .rename(outName) }
+            guard let layer = Int(m.layer), let expert = Int(m.expert) else {
+                throw CheckpointError(path: key, "layer or expert index out of range")
+            }
+            if m.projection == "gate_proj" { return .drop("gate_proj of a non-gated expert") }
+            let slot = ExpertLayer(namespace: isMTP ? .mtp : .backbone, prefix: (isMTP ? "mtp." : "") + m.prefix,
+                                   layer: layer)
+            return .expert(slot, expert: expert, m.projection == "up_proj" ? .up : .down)
+        }
+        if stripped.hasSuffix("_scale_inv") { return .drop("_scale_inv") }
+        return .rename(outName)
+    }
+
+    /// `backbone.` -> `model.`, `model.norm_f.weight` -> `model.norm.weight`, `model.embeddings.weight` -> `model.embed_tokens.weight`.
+    public static func renameFromHF(_ key: String) -> String {
+        var k = key
+        if k.hasPrefix("backbone.") { k = "model." + k.dropFirst("backbone.".count) }
+        if k == "model.norm_f.weight" { k = "model.norm.weight" }
+        if k == "model.embeddings.weight" { k = "model.embed_tokens.weight" }
+        return k
+    }
+
+    /// `^(?:backbone|model)\.layers\.(\d+)\.` -> the index.
+    func backboneLayerIndex(_ key: String) -> Int? {
+        let rest: Substring
+        if key.hasPrefix("backbone.layers.") { rest = key.dropFirst("backbone.layers.".count) }
+        else if key.hasPrefix("model.layers.") { rest = key.dropFirst("model.layers.".count) }
+        else { return nil }
+        let digits = rest.prefix { $0.isASCII && $0.isNumber }
+        guard !digits.isEmpty, rest.dropFirst(digits.count).first == "." else { return nil }
+        return Int(digits) ?? Int.max
+    }
+
+    struct ExpertMatch { let prefix: String; let layer: Substring; let expert: Substring; let projection: Substring }
+
+    /// Python `re.match(r"((?:model\.)?(?:language_model\.)?)layers\.(\d+)\.mixer\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight", key)`.
+    static func matchExpert(_ key: String) -> ExpertMatch? {
+        var rest = Substring(key)
+        var prefix = ""
+        for p in ["model.", "language_model."] where rest.hasPrefix(p) {
+            prefix += p
+            rest = rest.dropFirst(p.count)
+        }
+        func take(_ literal: String) -> Bool {
+            guard rest.hasPrefix(literal) else { return false }
+            rest = rest.dropFirst(literal.count)
+            return true
+        }
+        func digits() -> Substring? {
+            let d = rest.prefix { $0.isASCII && $0.isNumber }
+            guard !d.isEmpty else { return nil }
+            rest = rest.dropFirst(d.count)
+            return d
+        }
+        guard take("layers."), let layer = digits(), take(".mixer.experts."), let expert = digits(), take(".") else {
+            return nil
+        }
+        for proj in ["gate_proj", "up_proj", "down_proj"] where rest.hasPrefix(proj + ".weight") {
+            return ExpertMatch(prefix: prefix, layer: layer, expert: expert, projection: Substring(proj))
+        }
+        return nil
+    }
+
+    // MARK: to_hf
+
+    /// What `convert_single_tensor_to_hf` yields for one internal tensor: per-expert keys for a
+    /// grouped tensor (expert ids `firstExpert ..< firstExpert + shape[0]`), else one renamed key.
+    public enum HFOutput: Equatable {
+        case split(keyForExpert: [String], projection: Projection)
+        case renamed(String)
+    }
+
+    /// Maps an internal key (and its shape) to HF, with the reference's rules.
+    public func toHF(_ fqn: String, shape: [Int], firstExpert: Int) -> HFOutput {
+        let isMTP = fqn.hasPrefix("mtp.")
+        if nRoutedExperts != nil, let layer = firstLayerNumber(fqn) {
+            let prefix = isMTP ? "mtp." : hfPrefix
+            var projection: Projection?
+            if fqn.contains(".mixer.experts.gate_and_up_projs"), fqn.hasSuffix(".gate_and_up_projs") {
+                projection = .up
+            } else if fqn.contains(".mixer.experts.down_projs"), fqn.hasSuffix(".down_projs"),
+                      shape.count == 3, shape[1] == moeIntermediateSize {
+                projection = .down
+            }
+            if let projection {
+                let n = shape.first ?? 0
+                return .split(keyForExpert: (0..<n).map {
+                    "\(prefix)layers.\(layer).mixer.experts.\(firstExpert + $0).\(projection.rawValue).weight"
+                }, projection: projection)
+            }
+        }
+        return .renamed(isMTP ? fqn : NemotronV3Adapter.renameToHF(fqn, prefix: hfPrefix))
+    }
+
+    /// `model.` -> prefix (default `backbone.`), `norm` -> `norm_f`, `embed_tokens` -> `embeddings`.
+    public static func renameToHF(_ fqn: String, prefix: String = "backbone.") -> String {
+        var k = fqn
+        if k.hasPrefix("model.") { k = "backbone." + k.dropFirst("model.".count) }
+        if k == "backbone.norm.weight" { k = "backbone.norm_f.weight" }
+        if k == "backbone.embed_tokens.weight" { k = "backbone.embeddings.weight" }
+        if prefix != "backbone.", k.hasPrefix("backbone.") { k = prefix + k.dropFirst("backbone.".count) }
+        return k
+    }
+
+    /// `re.search(r"layers\.(\d+)", fqn)`.
+    func firstLayerNumber(_ fqn: String) -> Int? {
+        var search = Substring(fqn)
+        while let r = search.range(of: "layers.") {
+            let after = search[r.upperBound...]
+            let d = after.prefix { $0.isASCII && $0.isNumber }
+            if !d.isEmpty { return Int(d) }
+            search = after
+        }
+        return nil
+    }
+}

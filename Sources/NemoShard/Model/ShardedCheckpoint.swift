@@ -1,0 +1,96 @@
+/// A per-rank checkpoint directory (`nemoshard.json` + one safetensors file per rank),
+/// with every rank file's header validated against the manifest.
+public struct ShardedCheckpoint: Sendable {
+    /// Where one tensor's bytes are in a rank file.
+    public struct Location: Sendable, Equatable {
+        public let offset: Int
+        public let byteCount: Int
+    }
+
+    public let directory: String
+    public let manifest: Manifest
+    /// `locations[rank][name]`.
+    public let locations: [[String: Location]]
+
+    public func path(ofRank r: Int) -> String { FS.join(directory, manifest.ranks[r].file) }
+
+    /// Reads the manifest and every rank file's header; checks that each file holds exactly the
+    /// tensors the manifest says, with the right shapes (dim 0 of a grouped tensor = its expert count).
+    public static func open(_ directory: String) throws -> ShardedCheckpoint {
+        let manifest = try Manifest.load(directory: directory)
+        var locations: [[String: Location]] = []
+        for r in manifest.ranks {
+            let path = FS.join(directory, r.file)
+            guard FS.exists(path) else { throw CheckpointError(path: path, "rank \(r.rank)'s file is missing") }
+            let file = try SafetensorsFile(path: path)
+            var table: [String: Location] = [:]
+            for t in manifest.tensors {
+                if t.expertSharded && r.experts.isEmpty {
+                    if file.header[t.name] != nil { throw CheckpointError(path: path, "tensor \"\(t.name)\": rank \(r.rank) holds no experts but the file has it") }
+                    continue
+                }
+                guard let info = file.header[t.name] else {
+                    throw CheckpointError(path: path, "tensor \"\(t.name)\" listed in \(Manifest.fileName) is missing")
+                }
+                var want = t.shape
+                if t.expertSharded { want[0] = r.experts.count }
+                guard info.dtype == t.dtype else {
+                    throw CheckpointError(path: path, "tensor \"\(t.name)\": dtype \(info.dtype.rawValue), manifest says \(t.dtype.rawValue)")
+                }
+                guard info.shape == want else {
+                    if t.expertSharded, info.shape.count == want.count, Array(info.shape.dropFirst()) == Array(want.dropFirst()) {
+                        throw CheckpointError(path: path, "tensor \"\(t.name)\": dim 0 is \(info.shape[0]) but rank \(r.rank) holds experts \(r.experts) (\(r.experts.count))")
+                    }
+                    throw CheckpointError(path: path, "tensor \"\(t.name)\": shape \(info.shape), expected \(want)")
+                }
+                table[t.name] = Location(offset: file.fileOffset(of: info), byteCount: info.byteCount)
+            }
+            let extra = file.header.tensors.count - table.count
+            if extra > 0 { throw CheckpointError(path: path, "holds \(extra) tensor(s) the manifest does not list") }
+            locations.append(table)
+        }
+        return ShardedCheckpoint(directory: FS.realPath(directory), manifest: manifest, locations: locations)
+    }
+
+    /// Ranks that write for their expert range: the lowest rank of each distinct range (replicas skip).
+    public var ownerRanks: [Int] {
+        var seen = Set<[Int]>()
+        return manifest.ranks.filter { seen.insert([$0.experts.start, $0.experts.end]).inserted }.map(\.rank)
+    }
+
+    public func toJSON() -> JSON {
+        .object([
+            ("directory", .string(directory)),
+            ("manifest", manifest.toJSON()),
+            ("locations", .array(locations.map { table in
+                .array(table.keys.sorted().map { k in
+                    .array([.string(k), .int(Int64(table[k]!.offset)), .int(Int64(table[k]!.byteCount))])
+                })
+            })),
+        ])
+    }
+
+    public init(json: JSON) throws {
+        func bad() -> CheckpointError { CheckpointError(path: "<plan>", "malformed per-rank plan") }
+        guard let dir = json["directory"]?.stringValue, let m = json["manifest"], let locs = json["locations"]?.arrayValue
+        else { throw bad() }
+        directory = dir
+        manifest = try Manifest(json: m, path: FS.join(dir, Manifest.fileName))
+        locations = try locs.map { table in
+            guard let entries = table.arrayValue else { throw bad() }
+            var out: [String: Location] = [:]
+            for e in entries {
+                guard let a = e.arrayValue, a.count == 3, let k = a[0].stringValue, let o = a[1].intValue, let n = a[2].intValue
+                else { throw bad() }
+                out[k] = Location(offset: Int(o), byteCount: Int(n))
+            }
+            return out
+        }
+    }
+
+    init(directory: String, manifest: Manifest, locations: [[String: Location]]) {
+        self.directory = directory
+        self.manifest = manifest
+        self.locations = locations
+    }
+}

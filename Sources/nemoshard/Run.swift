@@ -1,0 +1,184 @@
+import Glibc
+import NemoShard
+
+/// Runs one parsed subcommand; returns the exit code.
+func run(_ command: String, _ args: Arguments) throws -> Int32 {
+    switch command {
+    case "synth": return try synth(args)
+    case "inspect":
+        let j = try Inspect.run(args.positionals[0])
+        print(args.has("--json") ? j.serialized(indent: 2) : Inspect.text(j))
+        return 0
+    case "convert": return try convert(args)
+    case "load": return try load(args)
+    case "save-hf": return try saveHF(args)
+    case "reshard": return try reshard(args)
+    case "verify": return try verify(args)
+    default: throw UsageError("unknown command \(command)")
+    }
+}
+
+func dtypeOption(_ args: Arguments, _ name: String) throws -> DType? {
+    guard let v = args.value(name) else { return nil }
+    guard let d = DType(cliName: v) else { throw UsageError("\(name) must be bf16, f16 or f32, got \"\(v)\"") }
+    return d
+}
+
+func meshOption(_ args: Arguments) throws -> MeshShape? {
+    if args.value("--ep") != nil && args.value("--mesh") != nil { throw UsageError("give --ep or --mesh, not both") }
+    if let m = args.value("--mesh") { return try MeshShape(parsing: m) }
+    if args.value("--ep") != nil {
+        let n = try args.int("--ep", default: 0)
+        guard n > 0 else { throw UsageError("--ep must be positive") }
+        return try MeshShape.expertParallel(n)
+    }
+    return nil
+}
+
+/// Threads per rank: --threads, else cores / ranks on this node, at least 1.
+func threadsOption(_ args: Arguments) throws -> Int {
+    let cores = max(sysconf(Int32(_SC_NPROCESSORS_ONLN)), 1)
+    let local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE").flatMap { Int(String(cString: $0)) } ?? 1
+    let t = try args.int("--threads", default: max(cores / max(local, 1), 1))
+    guard t >= 1 else { throw UsageError("--threads must be at least 1") }
+    return t
+}
+
+func emit(_ report: JobReport, _ args: Arguments, world: Collective) {
+    guard world.rank == 0 else { return }
+    print(args.has("--json") ? report.json().serialized() : report.text())
+}
+
+/// Rank 0's progress line on stderr when it is a terminal.
+func progressLine(_ label: String, world: Collective) -> ((Int, Int) -> Void)? {
+    guard world.rank == 0, isatty(2) != 0 else { return nil }
+    var last = -1
+    return { done, total in
+        let pct = total > 0 ? done * 100 / total : 100
+        if pct != last {
+            last = pct
+            fputs("\r\(label): \(pct)% of \(formatBytes(total)) (rank 0)" + (pct == 100 ? "\n" : ""), stderr)
+        }
+    }
+}
+
+func synth(_ args: Arguments) throws -> Int32 {
+    var o = SyntheticCheckpoint.Options()
+    let presetName = args.value("--preset") ?? "tiny"
+    guard let preset = SyntheticCheckpoint.Preset.named(presetName) else { throw UsageError("--preset must be tiny or nano") }
+    o.preset = preset
+    if let p = args.value("--pattern") { o.preset.pattern = p }
+    if let m = args.value("--mtp") { o.preset.mtpPattern = m }
+    o.preset.experts = try args.int("--experts", default: preset.experts)
+    o.preset.vocab = try args.int("--vocab", default: preset.vocab)
+    guard o.preset.vocab > 0 else { throw UsageError("--vocab must be positive") }
+    o.shards = try args.int("--shards", default: 2)
+    o.seed = UInt64(try args.int("--seed", default: 0))
+    o.expertDType = try dtypeOption(args, "--expert-dtype") ?? .bf16
+    o.modelPrefix = args.has("--model-prefix")
+    o.embedTokensName = args.has("--embed-tokens")
+    let out = args.positionals[0]
+    if FS.exists(out), !((try? FS.list(out))?.isEmpty ?? false) {
+        guard args.has("--force") else { throw UsageError("\(out) exists; pass --force to replace it") }
+        FS.removeTree(out)
+    }
+    let entries = try SyntheticCheckpoint.write(to: out, options: o)
+    let bytes = entries.reduce(0) { $0 + $1.shape.reduce(1, *) * $1.dtype.size }
+    print("wrote \(out): pattern \(o.preset.pattern)\(o.preset.mtpPattern.isEmpty ? "" : ", mtp \(o.preset.mtpPattern)"), "
+          + "\(o.preset.experts) experts, \(entries.count) tensors, \(formatBytes(bytes))")
+    return 0
+}
+
+func convert(_ args: Arguments) throws -> Int32 {
+    guard let out = args.value("--out") else { throw UsageError("convert needs --out DIR") }
+    let world = SoloCollective()
+    if args.has("--to-hf") {
+        var o = SaveHFJob.Options(source: args.positionals[0], output: out)
+        o.maxShardBytes = try args.value("--max-shard-size").map(parseSize) ?? o.maxShardBytes
+        o.exclude = args.value("--exclude")
+        o.force = args.has("--force")
+        o.threads = try threadsOption(args)
+        emit(try SaveHFJob.run(o, world: world), args, world: world)
+        return 0
+    }
+    var o = LoadJob.Options(source: args.positionals[0])
+    o.output = out
+    o.dtype = try dtypeOption(args, "--dtype") ?? .bf16
+    o.force = args.has("--force")
+    o.threads = try threadsOption(args)
+    emit(try LoadJob.run(o, world: world).report, args, world: world)
+    return 0
+}
+
+func load(_ args: Arguments) throws -> Int32 {
+    let mesh = try meshOption(args)
+    let dtype = try dtypeOption(args, "--dtype") ?? .bf16
+    let threads = try threadsOption(args)
+    let world = try MPIRuntime.start()
+    defer { MPIRuntime.stop() }
+    var o = LoadJob.Options(source: args.positionals[0])
+    o.output = args.value("--out")
+    o.mesh = mesh
+    o.dtype = dtype
+    o.force = args.has("--force")
+    o.threads = threads
+    o.progress = progressLine("load", world: world)
+    let result = try LoadJob.run(o, world: world)
+    emit(result.report, args, world: world)
+    return 0
+}
+
+func saveHF(_ args: Arguments) throws -> Int32 {
+    var o = SaveHFJob.Options(source: args.positionals[0], output: args.positionals[1])
+    o.gather = args.has("--gather")
+    o.maxShardBytes = try args.value("--max-shard-size").map(parseSize) ?? o.maxShardBytes
+    o.exclude = args.value("--exclude")
+    o.force = args.has("--force")
+    o.threads = try threadsOption(args)
+    let world = try MPIRuntime.start()
+    defer { MPIRuntime.stop() }
+    emit(try SaveHFJob.run(o, world: world), args, world: world)
+    return 0
+}
+
+func reshard(_ args: Arguments) throws -> Int32 {
+    guard let out = args.value("--out") else { throw UsageError("reshard needs --out DIR") }
+    let mesh = try meshOption(args)
+    var o = ReshardJob.Options(source: args.positionals[0], output: out)
+    o.mesh = mesh
+    o.force = args.has("--force")
+    o.threads = try threadsOption(args)
+    let world = try MPIRuntime.start()
+    defer { MPIRuntime.stop() }
+    emit(try ReshardJob.run(o, world: world).1, args, world: world)
+    return 0
+}
+
+func verify(_ args: Arguments) throws -> Int32 {
+    var o = VerifyJob.Options(a: args.positionals[0], b: args.positionals[1])
+    o.dtype = try dtypeOption(args, "--dtype") ?? .bf16
+    let world = try MPIRuntime.start()
+    defer { MPIRuntime.stop() }
+    let r = try VerifyJob.run(o, world: world)
+    if world.rank == 0 {
+        if args.has("--json") {
+            print(r.json().serialized())
+        } else {
+            for t in r.a {
+                print("\(hexChecksum(t.checksum))  \(t.dtype.rawValue) \(t.shape)  \(t.name)")
+            }
+            if r.equal {
+                print("equal: \(r.a.count) tensors, \(formatBytes(r.report.totalRead)) read by \(world.size) rank(s)")
+            } else {
+                print("DIFFERENT: \(r.differences.count) difference(s); first:")
+                for d in r.differences.prefix(10) { print("  \(d)") }
+            }
+        }
+    }
+    return r.equal ? 0 : 1
+}
+
+func hexChecksum(_ v: UInt32) -> String {
+    let s = String(v, radix: 16)
+    return String(repeating: "0", count: 8 - s.count) + s
+}

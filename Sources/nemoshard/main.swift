@@ -1,0 +1,42 @@
+import Glibc
+import NemoShard
+
+/// Exit codes: 0 success, 1 failure (bad input, I/O, a difference for verify), 2 usage.
+let argv = Array(CommandLine.arguments.dropFirst())
+let worldRank = getenv("OMPI_COMM_WORLD_RANK").flatMap { Int(String(cString: $0)) } ?? 0
+
+func fail(_ message: String, code: Int32) -> Never {
+    fputs("nemoshard: error: \(message)\n", stderr)
+    exit(code)
+}
+
+guard let name = argv.first, name != "--help", name != "-h", name != "help" else {
+    print(toolUsage)
+    exit(argv.isEmpty ? 2 : 0)
+}
+guard let spec = commands.first(where: { $0.name == name }) else {
+    if worldRank == 0 { fputs("nemoshard: error: unknown command '\(name)'\n\(toolUsage)\n", stderr) }
+    exit(2)
+}
+let rest = Array(argv.dropFirst())
+if rest.contains("--help") || rest.contains("-h") {
+    print(helpText(spec))
+    exit(0)
+}
+
+do {
+    let args = try Arguments.parse(rest, spec: spec)
+    exit(try run(spec.name, args))
+} catch let f as JobFailure {
+    if worldRank == 0 { fputs("nemoshard: error: \(f.message)\(f.rank > 0 ? " (rank \(f.rank))" : "")\n", stderr) }
+    MPIRuntime.stop()
+    exit(f.isUsage ? 2 : 1)
+} catch let u as UsageError {
+    if worldRank == 0 { fputs("nemoshard: error: \(u.message)\nusage: \(spec.usage)\n", stderr) }
+    MPIRuntime.stop()
+    exit(2)
+} catch {
+    if worldRank == 0 || !MPIRuntime.launchedByMPIRun { fputs("nemoshard: error: \(error)\n", stderr) }
+    MPIRuntime.stop()
+    exit(1)
+}
