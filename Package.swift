@@ -31,7 +31,7 @@ let package = Package(
         ),
         .testTarget(
             name: "NemoShardTests",
-            dependencies: ["NemoShard"],
+            dependencies: ["NemoShard", "CKernels", "nemoshard"],
             path: "Tests/NemoShardTests",
             resources: [.copy("Fixtures")]
         ),

@@ -24,19 +24,26 @@ if rest.contains("--help") || rest.contains("-h") {
     exit(0)
 }
 
+/// Commands that run under mpirun start MPI first, so every error path can wait for rank 0's message.
+let mpiCommands: Set<String> = ["load", "save-hf", "reshard", "verify"]
+
+/// Prints `message` once (rank 0), lets every rank catch up, and exits with `code`.
+func finish(_ message: String, code: Int32) -> Never {
+    let rank = MPIRuntime.isStarted ? (try? MPIRuntime.start().rank) ?? worldRank : worldRank
+    if rank == 0 { fputs(message, stderr) }
+    MPIRuntime.barrierIfStarted()
+    MPIRuntime.stop()
+    exit(code)
+}
+
 do {
+    if mpiCommands.contains(spec.name) { try MPIRuntime.start() }
     let args = try Arguments.parse(rest, spec: spec)
     exit(try run(spec.name, args))
 } catch let f as JobFailure {
-    if worldRank == 0 { fputs("nemoshard: error: \(f.message)\(f.rank > 0 ? " (rank \(f.rank))" : "")\n", stderr) }
-    MPIRuntime.stop()
-    exit(f.isUsage ? 2 : 1)
+    finish("nemoshard: error: \(f.message)\(f.rank > 0 ? " (rank \(f.rank))" : "")\n", code: f.isUsage ? 2 : 1)
 } catch let u as UsageError {
-    if worldRank == 0 { fputs("nemoshard: error: \(u.message)\nusage: \(spec.usage)\n", stderr) }
-    MPIRuntime.stop()
-    exit(2)
+    finish("nemoshard: error: \(u.message)\nusage: \(spec.usage)\n", code: 2)
 } catch {
-    if worldRank == 0 || !MPIRuntime.launchedByMPIRun { fputs("nemoshard: error: \(error)\n", stderr) }
-    MPIRuntime.stop()
-    exit(1)
+    finish("nemoshard: error: \(error)\n", code: 1)
 }

@@ -27,6 +27,16 @@ public enum MPIRuntime {
         return Communicator(handle: cmpi_comm_world(), owned: false)
     }
 
+    /// Whether `start()` has run and `stop()` has not.
+    public static var isStarted: Bool { started }
+
+    /// Waits for every rank (if MPI is running), e.g. so rank 0 can print an error before mpirun
+    /// sees another rank's non-zero exit and ends the job.
+    public static func barrierIfStarted() {
+        guard started else { return }
+        MPI_Barrier(cmpi_comm_world())
+    }
+
     /// Finalises MPI if this process started it.
     public static func stop() {
         guard started else { return }
