@@ -1,0 +1,125 @@
+import XCTest
+@testable import NemoShard
+
+/// `save-hf`, `reshard` and `verify` under mpirun.
+final class ExportIntegrationTests: XCTestCase {
+    func assertSameHF(_ a: String, _ b: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let x = try readHF(a), y = try readHF(b)
+        XCTAssertEqual(Set(x.keys), Set(y.keys), file: file, line: line)
+        for (k, v) in x {
+            XCTAssertEqual(v.0, y[k]?.0, k, file: file, line: line)
+            XCTAssertEqual(v.1, y[k]?.1, k, file: file, line: line)
+            XCTAssertEqual(v.2, y[k]?.2, k, file: file, line: line)
+        }
+        let index = try JSON.parse(try readWholeFile(b + "/model.safetensors.index.json"))
+        let map = try XCTUnwrap(index["weight_map"]?.objectValue, file: file, line: line)
+        XCTAssertEqual(map.count, Set(map.map(\.0)).count, "each key once", file: file, line: line)
+        XCTAssertEqual(Set(map.map(\.0)), Set(x.keys), file: file, line: line)
+        for (_, f) in map { XCTAssertTrue(FS.exists(b + "/" + (f.stringValue ?? "?")), file: file, line: line) }
+        XCTAssertEqual(index["metadata"]?["total_size"]?.intValue, Int64(x.values.reduce(0) { $0 + $1.2.count }), file: file, line: line)
+        XCTAssertFalse(try FS.list(FS.parent(b)).contains { $0.contains("nemoshard-staging") }, file: file, line: line)
+    }
+
+    func testLoadThenSaveHFReproducesTheCheckpointInBothModes() throws {
+        let hf = try synthCLI(["--experts", "10", "--mtp", "*E", "--shards", "3"])
+        for (ranks, meshArgs) in [(1, [String]()), (3, []), (4, []), (8, []), (4, ["--mesh", "dp=2,ep=2"])] {
+            let dir = temporaryDirectory(self)
+            try ok(["load", hf, "--out", dir + "/sharded"] + meshArgs, ranks: ranks)
+            try ok(["save-hf", dir + "/sharded", dir + "/parallel", "--max-shard-size", "30kB"], ranks: ranks)
+            try assertSameHF(hf, dir + "/parallel")
+            try ok(["save-hf", dir + "/sharded", dir + "/gathered"], ranks: ranks, env: [:])
+            let g = try CLI.run(["save-hf", dir + "/sharded", dir + "/gathered", "--gather", "--force"], ranks: ranks)
+            XCTAssertEqual(g.code, 0, g.stderr)
+            try assertSameHF(hf, dir + "/gathered")
+            XCTAssertNoThrow(try Inspect.run(dir + "/gathered"))
+        }
+    }
+
+    func testReplicasWriteNothingTwice() throws {
+        let hf = try synthCLI(["--experts", "10", "--mtp", "*E"])
+        let dir = temporaryDirectory(self)
+        try ok(["load", hf, "--out", dir + "/sharded", "--mesh", "dp=2,ep=2"], ranks: 4)
+        let r = try ok(["save-hf", dir + "/sharded", dir + "/out", "--json"], ranks: 4)
+        let ranks = try XCTUnwrap(r.json?["ranks"]?.arrayValue)
+        XCTAssertEqual(ranks[2]["files"]?.intValue, 0, "dp replica of rank 0 writes nothing")
+        XCTAssertEqual(ranks[3]["files"]?.intValue, 0, "dp replica of rank 1 writes nothing")
+        let written = ranks.compactMap { $0["bytes_produced"]?.intValue }.reduce(0, +)
+        XCTAssertEqual(written, Int64(try readHF(hf).values.reduce(0) { $0 + $1.2.count }), "every byte written exactly once")
+    }
+
+    func testGatherLeavesOutputToRankZero() throws {
+        // Ranks 1...3 see the output's parent read-only (a private mount namespace): any file they
+        // created there would fail the job.
+        let hf = try synthCLI(["--experts", "10"])
+        let dir = temporaryDirectory(self)
+        try ok(["load", hf, "--out", dir + "/sharded"], ranks: 4)
+        let parent = dir + "/exports"
+        try FS.makeDirectories(parent)
+        let args = ["save-hf", dir + "/sharded", parent + "/out", "--gather"]
+        let shell = "mount --bind -o ro '\(parent)' '\(parent)' && exec '\(CLI.binary)' " + args.map { "'\($0)'" }.joined(separator: " ")
+        let p = try CLI.run(args, ranks: 1, mpmd: [":", "-n", "3", "unshare", "--mount", "sh", "-c", shell])
+        XCTAssertEqual(p.code, 0, p.stderr)
+        try assertSameHF(hf, parent + "/out")
+        // Control: without --gather the same setup fails, so the read-only mount really binds ranks 1...3.
+        let parallel = ["save-hf", dir + "/sharded", parent + "/out2"]
+        let shell2 = "mount --bind -o ro '\(parent)' '\(parent)' && exec '\(CLI.binary)' " + parallel.map { "'\($0)'" }.joined(separator: " ")
+        let q = try CLI.run(parallel, ranks: 1, mpmd: [":", "-n", "3", "unshare", "--mount", "sh", "-c", shell2])
+        XCTAssertNotEqual(q.code, 0)
+        XCTAssertFalse(FS.exists(parent + "/out2"))
+    }
+
+    func testSaveHFWorldSizeMustMatch() throws {
+        let hf = try synthCLI()
+        let dir = temporaryDirectory(self)
+        try ok(["load", hf, "--out", dir + "/sharded"], ranks: 2)
+        let r = try CLI.run(["save-hf", dir + "/sharded", dir + "/out"], ranks: 3)
+        XCTAssertEqual(r.code, 2)
+        XCTAssertTrue(r.errorLines.first?.contains("written by 2 ranks but this job has 3") ?? false, r.stderr)
+        XCTAssertFalse(FS.exists(dir + "/out"))
+    }
+
+    func testReshardEqualsAFreshLoad() throws {
+        let hf = try synthCLI(["--experts", "10", "--mtp", "*E", "--shards", "2"])
+        let cases: [(Int, [String], Int, [String])] = [(4, [], 3, []), (3, [], 8, []), (8, [], 2, []), (4, [], 4, ["--mesh", "dp=2,ep=2"])]
+        for (from, fromMesh, to, toMesh) in cases {
+            let dir = temporaryDirectory(self)
+            try ok(["load", hf, "--out", dir + "/a"] + fromMesh, ranks: from)
+            let r = try ok(["reshard", dir + "/a", "--out", dir + "/b", "--json"] + toMesh, ranks: to)
+            try ok(["load", hf, "--out", dir + "/fresh"] + toMesh, ranks: to)
+            for k in 0..<to {
+                let name = Manifest.rankFileName(k, of: to)
+                XCTAssertEqual(try readWholeFile(dir + "/b/" + name), try readWholeFile(dir + "/fresh/" + name), "\(from)->\(to) rank \(k)")
+            }
+            let b = try Manifest.load(directory: dir + "/b"), fresh = try Manifest.load(directory: dir + "/fresh")
+            XCTAssertEqual(b.toJSON(), fresh.toJSON(), "\(from)->\(to) manifest")
+            let v = try ok(["verify", dir + "/b", hf], ranks: 2)
+            XCTAssertTrue(v.stdout.contains("equal:"), v.stdout)
+            // No rank read the whole source.
+            let total = try readHF(hf).values.reduce(0) { $0 + $1.2.count }
+            for entry in try XCTUnwrap(r.json?["ranks"]?.arrayValue) where to > 1 {
+                XCTAssertLessThan(entry["bytes_read"]?.intValue ?? Int64.max, Int64(total))
+            }
+        }
+    }
+
+    func testVerifyCatchesAFlippedExpertByteUnderMPI() throws {
+        let hf = try synthCLI(["--experts", "10", "--mtp", "*E"])
+        let dir = temporaryDirectory(self)
+        try ok(["load", hf, "--out", dir + "/a"], ranks: 4)
+        try ok(["verify", hf, dir + "/a"], ranks: 3)
+        // rank 2 holds experts [6, 8): flip a byte in expert 7 of the MTP down_projs
+        let path = dir + "/a/rank-00002-of-00004.safetensors"
+        let f = try SafetensorsFile(path: path)
+        let info = try f.info("mtp.layers.1.mixer.experts.down_projs")
+        var bytes = try readWholeFile(path)
+        bytes[f.fileOffset(of: info) + info.byteCount / 2 + 3] ^= 0x80
+        writeBytes(path, bytes)
+        let r = try CLI.run(["verify", hf, dir + "/a"], ranks: 3)
+        XCTAssertEqual(r.code, 1)
+        XCTAssertTrue(r.stdout.contains("mtp.layers.1.mixer.experts.down_projs: expert 7 differs"), r.stdout)
+        let j = try CLI.run(["verify", dir + "/a", hf, "--json"])
+        XCTAssertEqual(j.code, 1)
+        XCTAssertEqual(j.json?["equal"], .bool(false))
+        XCTAssertEqual(j.json?["difference_count"]?.intValue, 1)
+    }
+}

@@ -1,0 +1,72 @@
+import Foundation
+import XCTest
+@testable import NemoShard
+
+/// Runs the real `nemoshard` binary, under `scripts/mpirun` when `ranks` is given.
+struct CLI {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    static var binary: String {
+        if let b = ProcessInfo.processInfo.environment["NEMOSHARD_BIN"] { return b }
+        return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("nemoshard").path
+    }
+
+    struct Output {
+        let code: Int32
+        let stdout: String
+        let stderr: String
+        /// stdout parsed as JSON (for --json runs).
+        var json: JSON? { try? JSON.parse(stdout.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        /// The lines nemoshard itself printed to stderr (mpirun adds its own).
+        var errorLines: [String] { stderr.split(separator: "\n").map(String.init).filter { $0.hasPrefix("nemoshard: error:") } }
+    }
+
+    /// `ranks == nil`: run the binary directly; else `scripts/mpirun -n ranks [prefix] nemoshard args`.
+    @discardableResult
+    static func run(_ args: [String], ranks: Int? = nil, env: [String: String] = [:], mpmd: [String]? = nil) throws -> Output {
+        let p = Process()
+        if let ranks {
+            p.executableURL = URL(fileURLWithPath: packageRoot + "/scripts/mpirun")
+            p.arguments = ["-n", String(ranks), binary] + args + (mpmd ?? [])
+        } else {
+            p.executableURL = URL(fileURLWithPath: binary)
+            p.arguments = args
+        }
+        var environment = ProcessInfo.processInfo.environment
+        for (k, v) in env { environment[k] = v }
+        p.environment = environment
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        // read both pipes fully before waiting (large outputs would otherwise block)
+        final class Box: @unchecked Sendable { var data = Data() }
+        let outBox = Box()
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async { outBox.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        let outData = outBox.data
+        p.waitUntilExit()
+        return Output(code: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                      stderr: String(decoding: errData, as: UTF8.self))
+    }
+}
+
+extension XCTestCase {
+    /// Runs and asserts exit code 0, showing stderr otherwise.
+    @discardableResult
+    func ok(_ args: [String], ranks: Int? = nil, env: [String: String] = [:], file: StaticString = #filePath, line: UInt = #line) throws -> CLI.Output {
+        let r = try CLI.run(args, ranks: ranks, env: env)
+        XCTAssertEqual(r.code, 0, "nemoshard \(args.joined(separator: " ")) failed:\n\(r.stderr)", file: file, line: line)
+        return r
+    }
+
+    /// Synthesises a checkpoint with the CLI.
+    func synthCLI(_ extra: [String] = []) throws -> String {
+        let dir = temporaryDirectory(self) + "/hf"
+        try ok(["synth", dir] + extra)
+        return dir
+    }
+}
