@@ -30,4 +30,7 @@ int ns_convert(const void *src, enum ns_elem src_kind, void *dst, enum ns_elem d
 /// CRC-32C (Castagnoli) continued from crc (start with 0).
 uint32_t ns_crc32c(uint32_t crc, const void *data, size_t length);
 
+/// copy_file_range(2) (glibc hides it without _GNU_SOURCE); offsets are advanced.
+long ns_copy_file_range(int fd_in, long long *off_in, int fd_out, long long *off_out, size_t len);
+
 #endif

@@ -6,9 +6,6 @@ import Glibc
 public struct ExecutionStats: Sendable {
     public var bytesRead = 0
     public var bytesProduced = 0
-    public var readSeconds = 0.0
-    public var transformSeconds = 0.0
-    public var writeSeconds = 0.0
     public var wallSeconds = 0.0
 }
 
@@ -19,10 +16,14 @@ public func monotonicSeconds() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
-/// Runs a `TransferPlan`: sorts the pieces by file position, coalesces exactly adjacent ranges into
-/// large `pread`s of at most `chunkBytes` (bytes that no piece asked for are never read), and applies
-/// each piece's transform straight into the sink. With `threads >= 2` a reader thread fills the next
-/// chunk while the current one is transformed.
+/// Runs a `TransferPlan`. Pieces are sorted by file position and exactly adjacent source ranges are
+/// coalesced into batches of at most `chunkBytes` (bytes no piece asked for are never read). Per batch:
+/// - copies into memory: one `pread` straight into the destination tensor;
+/// - copies into a file: `copy_file_range` (in-kernel), falling back to read + `pwrite`;
+/// - transposes and casts: the batch's source range is mapped read-only for the duration of the
+///   batch only (`MAP_POPULATE`, never a whole file) and transformed straight into the destination
+///   (memory) or into a per-thread scratch buffer that is then written.
+/// With `threads > 1` that many workers take batches in turn.
 public final class PlanExecutor {
     public let chunkBytes: Int
     public let threads: Int
@@ -48,18 +49,17 @@ public final class PlanExecutor {
             case .transpose:
                 pieces.append(p)
             case .copy, .convert:
-                var done = 0
                 let unit: Int
                 if case let .convert(from, _) = p.transform { unit = from.size } else { unit = 1 }
                 let step = max(chunkBytes / 8 * 8, unit)
-                while done < p.source.count || (p.source.count == 0 && done == 0) {
+                var done = 0
+                repeat {
                     let n = min(step, p.source.count - done)
-                    let outOffset = p.transform.outputBytes(sourceBytes: done)
                     pieces.append(Piece(source: SourceRange(file: p.source.file, offset: p.source.offset + done, count: n),
-                                        transform: p.transform, output: p.output, destOffset: p.destOffset + outOffset))
+                                        transform: p.transform, output: p.output,
+                                        destOffset: p.destOffset + p.transform.outputBytes(sourceBytes: done)))
                     done += n
-                    if n == 0 { break }
-                }
+                } while done < p.source.count
             }
         }
         pieces.sort { ($0.source.file, $0.source.offset) < ($1.source.file, $1.source.offset) }
@@ -80,101 +80,67 @@ public final class PlanExecutor {
     /// Executes `plan` into `sink`. `progress` receives cumulative source bytes done.
     public func run(_ plan: TransferPlan, into sink: TensorSink, progress: ((Int) -> Void)? = nil) throws -> ExecutionStats {
         let start = monotonicSeconds()
-        var stats = ExecutionStats()
         let files = try plan.files.map { path -> SystemFile in
             let f = try SystemFile(readingAt: path)
             f.adviseSequential()
             return f
         }
+        let sizes = try files.map { try $0.size() }
         let work = batches(plan)
-        let largest = work.map(\.count).max() ?? 0
-        let bufferSize = max(largest, 1)
-        let buffers = (0..<(threads >= 2 ? 2 : 1)).map { _ in TensorStorage(count: bufferSize) }
-        let scratch = ScratchBuffer()
-
-        let readBatch: @Sendable (Batch, TensorStorage) throws -> Void = { b, buffer in
-            try files[b.file].read(into: UnsafeMutableRawBufferPointer(rebasing: buffer.bytes[0..<b.count]), at: b.offset)
+        for b in work where b.offset + b.count > sizes[b.file] {
+            throw IOError("read (the file is \(sizes[b.file]) bytes, shorter than its header says)", path: files[b.file].path, code: EIO)
         }
-
-        var done = 0
-        if buffers.count == 1 {
-            for b in work {
-                let t0 = monotonicSeconds()
-                try readBatch(b, buffers[0])
-                stats.readSeconds += monotonicSeconds() - t0
-                try apply(b, buffer: buffers[0], sink: sink, scratch: scratch, stats: &stats)
-                done += b.count
-                progress?(done)
-            }
-        } else {
-            // Double buffering: the reader fills buffer k % 2 while the caller transforms the other.
-            let free = DispatchSemaphore(value: 2)
-            let ready = DispatchSemaphore(value: 0)
-            let state = ReaderState()
-            let reader = DispatchQueue(label: "nemoshard.reader")
-            reader.async {
-                for (k, b) in work.enumerated() {
-                    free.wait()
-                    if state.cancelled { ready.signal(); return }
-                    let t0 = monotonicSeconds()
-                    do { try readBatch(b, buffers[k % 2]) } catch {
-                        state.error = error
-                        ready.signal()
-                        return
-                    }
-                    state.readSeconds += monotonicSeconds() - t0
-                    ready.signal()
+        let state = RunState(total: work.count)
+        let workers = min(threads, max(work.count, 1))
+        let body: (Int) -> Void = { _ in
+            let scratch = ScratchBuffer()
+            while let i = state.next() {
+                do {
+                    try self.process(work[i], files: files, sink: sink, scratch: scratch)
+                } catch {
+                    state.fail(error)
+                    return
                 }
+                let done = state.finished(bytes: work[i].count)
+                if let progress { state.report { progress(done) } }
             }
-            defer {
-                state.cancelled = true
-                free.signal()
-                free.signal()
-                reader.sync {}
-            }
-            for (k, b) in work.enumerated() {
-                ready.wait()
-                if let e = state.error { throw e }
-                try apply(b, buffer: buffers[k % 2], sink: sink, scratch: scratch, stats: &stats)
-                free.signal()
-                done += b.count
-                progress?(done)
-            }
-            reader.sync {}
-            stats.readSeconds = state.readSeconds
         }
-        stats.bytesRead = done
+        if workers == 1 { body(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: body) }
+        if let e = state.error { throw e }
+        var stats = ExecutionStats()
+        stats.bytesRead = state.bytesDone
         stats.bytesProduced = plan.bytesToProduce
         stats.wallSeconds = monotonicSeconds() - start
         return stats
     }
 
-    private func apply(_ b: Batch, buffer: TensorStorage, sink: TensorSink, scratch: ScratchBuffer,
-                       stats: inout ExecutionStats) throws {
-        let base = UnsafeRawPointer(buffer.bytes.baseAddress!)
-        for p in b.pieces {
-            let src = base + (p.source.offset - b.offset)
-            let outCount = p.transform.outputBytes(sourceBytes: p.source.count)
-            if case .copy = p.transform {
-                let t0 = monotonicSeconds()
-                if let dst = sink.directPointer(output: p.output, offset: p.destOffset, count: outCount) {
-                    dst.copyMemory(from: src, byteCount: outCount)
-                    stats.transformSeconds += monotonicSeconds() - t0
-                } else {
-                    try sink.write(output: p.output, offset: p.destOffset, UnsafeRawBufferPointer(start: src, count: outCount))
-                    stats.writeSeconds += monotonicSeconds() - t0
+    private func process(_ b: Batch, files: [SystemFile], sink: TensorSink, scratch: ScratchBuffer) throws {
+        let file = files[b.file]
+        // Plain copies need no user-space source buffer.
+        if b.pieces.allSatisfy({ $0.transform == .copy }) {
+            var rest: [Piece] = []
+            for p in b.pieces {
+                if let dst = sink.directPointer(output: p.output, offset: p.destOffset, count: p.source.count) {
+                    try file.read(into: UnsafeMutableRawBufferPointer(start: dst, count: p.source.count), at: p.source.offset)
+                } else if try !sink.copy(from: file, offset: p.source.offset, count: p.source.count, output: p.output, destOffset: p.destOffset) {
+                    rest.append(p)
                 }
-                continue
             }
-            let direct = sink.directPointer(output: p.output, offset: p.destOffset, count: outCount)
-            let dst = direct ?? scratch.pointer(count: outCount)
-            let t0 = monotonicSeconds()
-            try PlanExecutor.transform(p.transform, src: src, sourceBytes: p.source.count, dst: dst)
-            let t1 = monotonicSeconds()
-            stats.transformSeconds += t1 - t0
-            if direct == nil {
-                try sink.write(output: p.output, offset: p.destOffset, UnsafeRawBufferPointer(start: dst, count: outCount))
-                stats.writeSeconds += monotonicSeconds() - t1
+            if rest.isEmpty { return }
+        }
+        try SourceWindow.with(file: file, offset: b.offset, count: b.count, scratch: scratch) { base in
+            for p in b.pieces {
+                let src = base + (p.source.offset - b.offset)
+                let outCount = p.transform.outputBytes(sourceBytes: p.source.count)
+                if let dst = sink.directPointer(output: p.output, offset: p.destOffset, count: outCount) {
+                    try PlanExecutor.transform(p.transform, src: src, sourceBytes: p.source.count, dst: dst)
+                } else if p.transform == .copy {
+                    try sink.write(output: p.output, offset: p.destOffset, UnsafeRawBufferPointer(start: src, count: outCount))
+                } else {
+                    let dst = scratch.output(count: outCount)
+                    try PlanExecutor.transform(p.transform, src: src, sourceBytes: p.source.count, dst: dst)
+                    try sink.write(output: p.output, offset: p.destOffset, UnsafeRawBufferPointer(start: dst, count: outCount))
+                }
             }
         }
     }
@@ -203,19 +169,72 @@ public final class PlanExecutor {
     }
 }
 
-/// A reusable output staging buffer that grows to the largest request.
-final class ScratchBuffer {
-    private var storage: TensorStorage?
+/// A batch's source bytes in memory: a read-only mapping of just that range (unmapped right after),
+/// or, where mapping fails, a `pread` into the worker's scratch.
+enum SourceWindow {
+    static let page = Int(sysconf(Int32(_SC_PAGESIZE)))
 
-    func pointer(count: Int) -> UnsafeMutableRawPointer {
-        if storage == nil || storage!.bytes.count < count { storage = TensorStorage(count: count) }
-        return storage!.bytes.baseAddress!
+    static func with(file: SystemFile, offset: Int, count: Int, scratch: ScratchBuffer,
+                     _ body: (UnsafeRawPointer) throws -> Void) throws {
+        let start = offset / page * page
+        let length = offset + count - start
+        if count > 0, let m = mmap(nil, length, PROT_READ, MAP_PRIVATE | MAP_POPULATE, file.fd, off_t(start)), m != MAP_FAILED {
+            defer { munmap(m, length) }
+            try body(UnsafeRawPointer(m) + (offset - start))
+            return
+        }
+        let buffer = scratch.input(count: max(count, 1))
+        try file.read(into: UnsafeMutableRawBufferPointer(start: buffer, count: count), at: offset)
+        try body(UnsafeRawPointer(buffer))
     }
 }
 
-/// Shared between the reader thread and the caller; guarded by the semaphores' ordering.
-final class ReaderState: @unchecked Sendable {
-    var error: Error?
-    var cancelled = false
-    var readSeconds = 0.0
+/// Per-worker reusable buffers that grow to the largest request.
+final class ScratchBuffer {
+    private var inStorage: TensorStorage?
+    private var outStorage: TensorStorage?
+
+    func input(count: Int) -> UnsafeMutableRawPointer {
+        if inStorage == nil || inStorage!.bytes.count < count { inStorage = TensorStorage(count: count) }
+        return inStorage!.bytes.baseAddress!
+    }
+
+    func output(count: Int) -> UnsafeMutableRawPointer {
+        if outStorage == nil || outStorage!.bytes.count < count { outStorage = TensorStorage(count: count) }
+        return outStorage!.bytes.baseAddress!
+    }
+}
+
+/// Work distribution and error collection shared by the workers.
+final class RunState: @unchecked Sendable {
+    private var lock = pthread_mutex_t()
+    private var nextIndex = 0
+    private let total: Int
+    private(set) var bytesDone = 0
+    private(set) var error: Error?
+
+    init(total: Int) {
+        self.total = total
+        pthread_mutex_init(&lock, nil)
+    }
+
+    deinit { pthread_mutex_destroy(&lock) }
+
+    private func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return body()
+    }
+
+    func next() -> Int? {
+        locked {
+            guard error == nil, nextIndex < total else { return nil }
+            defer { nextIndex += 1 }
+            return nextIndex
+        }
+    }
+
+    func finished(bytes: Int) -> Int { locked { bytesDone += bytes; return bytesDone } }
+    func fail(_ e: Error) { locked { if error == nil { error = e } } }
+    func report(_ body: () -> Void) { locked(body) }
 }

@@ -5,6 +5,13 @@ public protocol TensorSink: AnyObject {
     func directPointer(output: Int, offset: Int, count: Int) -> UnsafeMutableRawPointer?
     /// Takes bytes for output `output` at `offset`.
     func write(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws
+    /// Copies `count` bytes at `offset` of `file` into output `output` at `destOffset` without
+    /// passing them through user space; false when the sink cannot (the caller then reads and writes).
+    func copy(from file: SystemFile, offset: Int, count: Int, output: Int, destOffset: Int) throws -> Bool
+}
+
+extension TensorSink {
+    public func copy(from file: SystemFile, offset: Int, count: Int, output: Int, destOffset: Int) throws -> Bool { false }
 }
 
 /// Holds every output in memory as a `Tensor`.
@@ -50,6 +57,11 @@ public final class FileSink: TensorSink {
     public func write(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
         let m = map[output]
         try writers[m.writer].write(tensor: m.tensor, offset: offset, bytes)
+    }
+
+    public func copy(from file: SystemFile, offset: Int, count: Int, output: Int, destOffset: Int) throws -> Bool {
+        let m = map[output]
+        return try writers[m.writer].copy(tensor: m.tensor, offset: destOffset, from: file, at: offset, count: count)
     }
 }
 

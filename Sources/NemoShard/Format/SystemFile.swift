@@ -1,3 +1,4 @@
+import CKernels
 import Glibc
 
 /// An open file descriptor with whole-range `pread`/`pwrite` that retry short transfers.
@@ -63,6 +64,24 @@ public final class SystemFile: @unchecked Sendable {
             }
             done += n
         }
+    }
+
+    /// `copy_file_range` of `count` bytes from `source` at `sourceOffset` to this file at `offset`.
+    /// Returns false (having copied nothing) where the kernel refuses this pair of files.
+    public func copyRange(from source: SystemFile, at sourceOffset: Int, to offset: Int, count: Int) throws -> Bool {
+        var inOff = Int64(sourceOffset), outOff = Int64(offset)
+        var done = 0
+        while done < count {
+            let n = ns_copy_file_range(source.fd, &inOff, fd, &outOff, count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                if done == 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP || errno == EBADF) { return false }
+                throw IOError("copy_file_range from \(source.path)", path: path)
+            }
+            if n == 0 { throw IOError("copy_file_range (\(source.path) ends early)", path: path, code: EIO) }
+            done += Int(n)
+        }
+        return true
     }
 
     /// Sets the file length (so a later pwrite past a hole cannot fail half-way for lack of space

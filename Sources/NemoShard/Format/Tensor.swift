@@ -1,18 +1,37 @@
 import Glibc
 
-/// Page-aligned bytes owned by one tensor (or one staging buffer).
+/// Page-aligned bytes owned by one tensor (or one staging buffer). Large buffers are anonymous
+/// mappings aligned to 2 MiB and advised for transparent huge pages: first touch then faults once
+/// per 2 MiB instead of once per 4 KiB.
 public final class TensorStorage: @unchecked Sendable {
     public let bytes: UnsafeMutableRawBufferPointer
+    private let mapping: (UnsafeMutableRawPointer, Int)?
 
-    /// Allocates `count` bytes, page-aligned, uninitialised.
+    static let hugePage = 2 << 20
+
+    /// Allocates `count` bytes, page-aligned, uninitialised (zero-filled when mapped).
     public init(count: Int) {
+        if count >= TensorStorage.hugePage, getenv("NEMOSHARD_NO_HUGEPAGES") == nil {
+            let length = count + TensorStorage.hugePage
+            if let raw = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED {
+                let aligned = (Int(bitPattern: raw) + TensorStorage.hugePage - 1) & ~(TensorStorage.hugePage - 1)
+                let start = UnsafeMutableRawPointer(bitPattern: aligned)!
+                madvise(start, count, MADV_HUGEPAGE)
+                mapping = (raw, length)
+                bytes = UnsafeMutableRawBufferPointer(start: start, count: count)
+                return
+            }
+        }
         var p: UnsafeMutableRawPointer?
         let rc = posix_memalign(&p, 4096, max(count, 1))
         guard rc == 0, let p else { fatalError("out of memory allocating \(count) bytes") }
+        mapping = nil
         bytes = UnsafeMutableRawBufferPointer(start: p, count: count)
     }
 
-    deinit { free(bytes.baseAddress) }
+    deinit {
+        if let (raw, length) = mapping { munmap(raw, length) } else { free(bytes.baseAddress) }
+    }
 }
 
 /// A dense row-major tensor in memory.

@@ -21,6 +21,7 @@ extension Collective {
         } catch {
             status = [1] + Array(String(describing: error).utf8)
         }
+        try quietBarrier()
         let failed = try allreduce(status.isEmpty ? 0 : 1, .max)
         if failed == 0, let result { return result }
         let all = try allgatherBytes(status)

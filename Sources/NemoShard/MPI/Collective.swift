@@ -4,6 +4,8 @@ public protocol Collective: AnyObject {
     var rank: Int { get }
     var size: Int { get }
     func barrier() throws
+    /// A barrier whose waiting ranks sleep rather than spin.
+    func quietBarrier() throws
     func broadcast(_ bytes: [UInt8], root: Int) throws -> [UInt8]
     func allreduce(_ values: [Int64], _ op: Communicator.ReduceOp) throws -> [Int64]
     func allgather(_ values: [Int64]) throws -> [Int64]
@@ -23,6 +25,7 @@ public final class SoloCollective: Collective {
     public var rank: Int { 0 }
     public var size: Int { 1 }
     public func barrier() throws {}
+    public func quietBarrier() throws {}
     public func broadcast(_ bytes: [UInt8], root: Int) throws -> [UInt8] { bytes }
     public func allreduce(_ values: [Int64], _ op: Communicator.ReduceOp) throws -> [Int64] { values }
     public func allgather(_ values: [Int64]) throws -> [Int64] { values }
