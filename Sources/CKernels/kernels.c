@@ -121,9 +121,75 @@ DEFINE_TRANSPOSE(t_f32_f16, LOAD_F32, STORE_F16)
     }
 
 DEFINE_RAW(t_raw8, uint8_t)
+DEFINE_RAW(t_raw64, uint64_t)
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+
+// 8x8 tile of 16-bit elements: three rounds of unpacks.
+static inline void tile16(const uint16_t *s, size_t ss, uint16_t *d, size_t ds) {
+    __m128i r0 = _mm_loadu_si128((const __m128i *)(s + 0 * ss)), r1 = _mm_loadu_si128((const __m128i *)(s + 1 * ss));
+    __m128i r2 = _mm_loadu_si128((const __m128i *)(s + 2 * ss)), r3 = _mm_loadu_si128((const __m128i *)(s + 3 * ss));
+    __m128i r4 = _mm_loadu_si128((const __m128i *)(s + 4 * ss)), r5 = _mm_loadu_si128((const __m128i *)(s + 5 * ss));
+    __m128i r6 = _mm_loadu_si128((const __m128i *)(s + 6 * ss)), r7 = _mm_loadu_si128((const __m128i *)(s + 7 * ss));
+    __m128i t0 = _mm_unpacklo_epi16(r0, r1), t1 = _mm_unpackhi_epi16(r0, r1);
+    __m128i t2 = _mm_unpacklo_epi16(r2, r3), t3 = _mm_unpackhi_epi16(r2, r3);
+    __m128i t4 = _mm_unpacklo_epi16(r4, r5), t5 = _mm_unpackhi_epi16(r4, r5);
+    __m128i t6 = _mm_unpacklo_epi16(r6, r7), t7 = _mm_unpackhi_epi16(r6, r7);
+    __m128i u0 = _mm_unpacklo_epi32(t0, t2), u1 = _mm_unpackhi_epi32(t0, t2);
+    __m128i u2 = _mm_unpacklo_epi32(t1, t3), u3 = _mm_unpackhi_epi32(t1, t3);
+    __m128i u4 = _mm_unpacklo_epi32(t4, t6), u5 = _mm_unpackhi_epi32(t4, t6);
+    __m128i u6 = _mm_unpacklo_epi32(t5, t7), u7 = _mm_unpackhi_epi32(t5, t7);
+    _mm_storeu_si128((__m128i *)(d + 0 * ds), _mm_unpacklo_epi64(u0, u4));
+    _mm_storeu_si128((__m128i *)(d + 1 * ds), _mm_unpackhi_epi64(u0, u4));
+    _mm_storeu_si128((__m128i *)(d + 2 * ds), _mm_unpacklo_epi64(u1, u5));
+    _mm_storeu_si128((__m128i *)(d + 3 * ds), _mm_unpackhi_epi64(u1, u5));
+    _mm_storeu_si128((__m128i *)(d + 4 * ds), _mm_unpacklo_epi64(u2, u6));
+    _mm_storeu_si128((__m128i *)(d + 5 * ds), _mm_unpackhi_epi64(u2, u6));
+    _mm_storeu_si128((__m128i *)(d + 6 * ds), _mm_unpacklo_epi64(u3, u7));
+    _mm_storeu_si128((__m128i *)(d + 7 * ds), _mm_unpackhi_epi64(u3, u7));
+}
+
+// 4x4 tile of 32-bit elements.
+static inline void tile32(const uint32_t *s, size_t ss, uint32_t *d, size_t ds) {
+    __m128i r0 = _mm_loadu_si128((const __m128i *)(s + 0 * ss)), r1 = _mm_loadu_si128((const __m128i *)(s + 1 * ss));
+    __m128i r2 = _mm_loadu_si128((const __m128i *)(s + 2 * ss)), r3 = _mm_loadu_si128((const __m128i *)(s + 3 * ss));
+    __m128i t0 = _mm_unpacklo_epi32(r0, r1), t1 = _mm_unpacklo_epi32(r2, r3);
+    __m128i t2 = _mm_unpackhi_epi32(r0, r1), t3 = _mm_unpackhi_epi32(r2, r3);
+    _mm_storeu_si128((__m128i *)(d + 0 * ds), _mm_unpacklo_epi64(t0, t1));
+    _mm_storeu_si128((__m128i *)(d + 1 * ds), _mm_unpackhi_epi64(t0, t1));
+    _mm_storeu_si128((__m128i *)(d + 2 * ds), _mm_unpacklo_epi64(t2, t3));
+    _mm_storeu_si128((__m128i *)(d + 3 * ds), _mm_unpackhi_epi64(t2, t3));
+}
+
+// Cache blocks of B x B with SIMD tiles of T x T inside; scalar edges.
+#define DEFINE_SIMD(NAME, TYPE, T, TILE)                                               \
+    static void NAME(const TYPE *restrict src, TYPE *restrict dst, size_t rows, size_t cols) { \
+        enum { B = 64 };                                                               \
+        for (size_t r0 = 0; r0 < rows; r0 += B) {                                      \
+            size_t r1 = r0 + B < rows ? r0 + B : rows;                                 \
+            for (size_t c0 = 0; c0 < cols; c0 += B) {                                  \
+                size_t c1 = c0 + B < cols ? c0 + B : cols;                             \
+                size_t r = r0;                                                         \
+                for (; r + T <= r1; r += T) {                                          \
+                    size_t c = c0;                                                     \
+                    for (; c + T <= c1; c += T)                                        \
+                        TILE(src + r * cols + c, cols, dst + c * rows + r, rows);      \
+                    for (; c < c1; c++)                                                \
+                        for (size_t i = 0; i < T; i++) dst[c * rows + r + i] = src[(r + i) * cols + c]; \
+                }                                                                      \
+                for (; r < r1; r++)                                                    \
+                    for (size_t c = c0; c < c1; c++) dst[c * rows + r] = src[r * cols + c]; \
+            }                                                                          \
+        }                                                                              \
+    }
+
+DEFINE_SIMD(t_raw16, uint16_t, 8, tile16)
+DEFINE_SIMD(t_raw32, uint32_t, 4, tile32)
+#else
 DEFINE_RAW(t_raw16, uint16_t)
 DEFINE_RAW(t_raw32, uint32_t)
-DEFINE_RAW(t_raw64, uint64_t)
+#endif
 
 int ns_transpose_raw(const void *src, void *dst, size_t rows, size_t cols, size_t elem_size) {
     switch (elem_size) {

@@ -36,16 +36,17 @@ let commands: [CommandSpec] = [
                   --force              replace an existing output directory
                   --json               print the summary as JSON
                 """),
-    CommandSpec(name: "load", usage: "mpirun -n N nemoshard load HF_DIR [--out DIR] [--ep N | --mesh dp=2,ep=4] [--dtype bf16|f16|f32] [--threads N] [--force] [--json]",
+    CommandSpec(name: "load", usage: "mpirun -n N nemoshard load HF_DIR [--out DIR] [--ep N | --mesh dp=2,ep=4] [--dtype bf16|f16|f32] [--threads N] [--copy-non-expert] [--force] [--json]",
                 summary: "each rank reads only its own experts and builds its internal state dict",
                 positionals: ["HF_DIR"], optionalPositionals: 0,
-                options: ["--out", "--ep", "--mesh", "--dtype", "--threads"], flags: ["--force", "--json"],
+                options: ["--out", "--ep", "--mesh", "--dtype", "--threads"], flags: ["--force", "--json", "--copy-non-expert"],
                 help: """
                   --out DIR        write a per-rank checkpoint (rank-RRRRR-of-WWWWW.safetensors + nemoshard.json)
                   --ep N           1-D expert-parallel mesh of N ranks (default: the whole world)
                   --mesh SPEC      named mesh, row-major, e.g. dp=2,ep=4 (product = number of ranks)
                   --dtype D        dtype of the grouped experts: bf16 (default), f16, f32
                   --threads N      threads per rank (default: cores / ranks on this node)
+                  --copy-non-expert  in memory: copy non-expert tensors instead of mapping their byte ranges
                   --force          replace an existing DIR
                   --json           print the summary as JSON
                 """),

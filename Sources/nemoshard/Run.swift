@@ -122,6 +122,7 @@ func load(_ args: Arguments) throws -> Int32 {
     o.dtype = dtype
     o.force = args.has("--force")
     o.threads = threads
+    o.mapNonExpertTensors = !args.has("--copy-non-expert")
     o.progress = progressLine("load", world: world)
     let result = try LoadJob.run(o, world: world)
     emit(result.report, args, world: world)

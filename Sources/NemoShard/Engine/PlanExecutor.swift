@@ -86,10 +86,22 @@ public final class PlanExecutor {
             return f
         }
         let sizes = try files.map { try $0.size() }
-        let work = batches(plan)
-        for b in work where b.offset + b.count > sizes[b.file] {
-            throw IOError("read (the file is \(sizes[b.file]) bytes, shorter than its header says)", path: files[b.file].path, code: EIO)
+        for p in plan.pieces where p.source.offset + p.source.count > sizes[p.source.file] {
+            throw IOError("read (the file is \(sizes[p.source.file]) bytes, shorter than its header says)",
+                          path: files[p.source.file].path, code: EIO)
         }
+        // Whole-output copies the sink takes as they are (mapped), then everything else.
+        var remaining = plan
+        var adoptedBytes = 0
+        remaining.pieces = try plan.pieces.filter { p in
+            guard p.transform == .copy, p.destOffset == 0, p.source.count == plan.outputs[p.output].byteCount,
+                  try sink.adopt(file: files[p.source.file], offset: p.source.offset, count: p.source.count, output: p.output)
+            else { return true }
+            adoptedBytes += p.source.count
+            return false
+        }
+        sink.prepareOutputs()
+        let work = batches(remaining)
         let state = RunState(total: work.count)
         let workers = min(threads, max(work.count, 1))
         let body: (Int) -> Void = { _ in
@@ -101,14 +113,14 @@ public final class PlanExecutor {
                     state.fail(error)
                     return
                 }
-                let done = state.finished(bytes: work[i].count)
+                let done = state.finished(bytes: work[i].count) + adoptedBytes
                 if let progress { state.report { progress(done) } }
             }
         }
         if workers == 1 { body(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: body) }
         if let e = state.error { throw e }
         var stats = ExecutionStats()
-        stats.bytesRead = state.bytesDone
+        stats.bytesRead = state.bytesDone + adoptedBytes
         stats.bytesProduced = plan.bytesToProduce
         stats.wallSeconds = monotonicSeconds() - start
         return stats

@@ -8,29 +8,57 @@ public protocol TensorSink: AnyObject {
     /// Copies `count` bytes at `offset` of `file` into output `output` at `destOffset` without
     /// passing them through user space; false when the sink cannot (the caller then reads and writes).
     func copy(from file: SystemFile, offset: Int, count: Int, output: Int, destOffset: Int) throws -> Bool
+    /// Takes a whole output as it is in `file` (e.g. by mapping it); false when the sink wants bytes.
+    /// Called before any other output is written.
+    func adopt(file: SystemFile, offset: Int, count: Int, output: Int) throws -> Bool
+    /// Called once after adoption, before pieces are written (from any worker).
+    func prepareOutputs()
 }
 
 extension TensorSink {
     public func copy(from file: SystemFile, offset: Int, count: Int, output: Int, destOffset: Int) throws -> Bool { false }
+    public func adopt(file: SystemFile, offset: Int, count: Int, output: Int) throws -> Bool { false }
+    public func prepareOutputs() {}
 }
 
-/// Holds every output in memory as a `Tensor`.
+/// Holds every output in memory as a `Tensor`. With `mapWholeCopies`, an output that is a plain
+/// copy of one source range becomes a private copy-on-write mapping of it (no copy, no new pages).
 public final class MemorySink: TensorSink {
+    public let specs: [TensorSpec]
     public let names: [String]
-    public let tensors: [Tensor]
+    let mapWholeCopies: Bool
+    private var storages: [TensorStorage?]
 
-    public init(outputs: [TensorSpec]) {
+    public init(outputs: [TensorSpec], mapWholeCopies: Bool = false) {
+        specs = outputs
         names = outputs.map(\.name)
-        tensors = outputs.map { Tensor(dtype: $0.dtype, shape: $0.shape) }
+        self.mapWholeCopies = mapWholeCopies
+        storages = Array(repeating: nil, count: outputs.count)
+    }
+
+    public func adopt(file: SystemFile, offset: Int, count: Int, output: Int) throws -> Bool {
+        guard mapWholeCopies, count >= 64 << 10, storages[output] == nil else { return false }
+        storages[output] = try TensorStorage(mapping: file, offset: offset, count: count)
+        return true
+    }
+
+    public func prepareOutputs() {
+        for i in storages.indices where storages[i] == nil { storages[i] = TensorStorage(count: specs[i].byteCount) }
+    }
+
+    /// The outputs, in plan order.
+    public var tensors: [Tensor] {
+        prepareOutputs()
+        return specs.indices.map { Tensor(dtype: specs[$0].dtype, shape: specs[$0].shape, storage: storages[$0]!) }
     }
 
     public func directPointer(output: Int, offset: Int, count: Int) -> UnsafeMutableRawPointer? {
-        tensors[output].storage.bytes.baseAddress.map { $0 + offset }
+        storages[output]?.bytes.baseAddress.map { $0 + offset }
     }
 
     public func write(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
-        guard bytes.count > 0 else { return }
-        (tensors[output].storage.bytes.baseAddress! + offset).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        guard bytes.count > 0, let base = storages[output]?.bytes.baseAddress else { return }
+        (base + offset).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
     }
 
     /// The outputs as (name, tensor) pairs in plan order.

@@ -29,6 +29,21 @@ public final class TensorStorage: @unchecked Sendable {
         bytes = UnsafeMutableRawBufferPointer(start: p, count: count)
     }
 
+    /// A private copy-on-write mapping of `count` bytes at `offset` of `file`, populated at once:
+    /// the bytes come straight from the page cache, no copy, no fresh pages. Only that range (rounded
+    /// out to pages) is mapped. Truncating the file while the tensor lives is undefined (SIGBUS),
+    /// as with any mmap-based loader.
+    public init(mapping file: SystemFile, offset: Int, count: Int) throws {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = offset / page * page
+        let length = offset + count - start
+        guard count > 0,
+              let raw = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_POPULATE, file.fd, off_t(start)),
+              raw != MAP_FAILED else { throw IOError("mmap of \(count) bytes at \(offset)", path: file.path) }
+        mapping = (raw, length)
+        bytes = UnsafeMutableRawBufferPointer(start: raw + (offset - start), count: count)
+    }
+
     deinit {
         if let (raw, length) = mapping { munmap(raw, length) } else { free(bytes.baseAddress) }
     }
@@ -45,6 +60,13 @@ public struct Tensor: @unchecked Sendable {
         self.dtype = dtype
         self.shape = shape
         storage = TensorStorage(count: shape.reduce(1, *) * dtype.size)
+    }
+
+    /// A tensor over existing storage.
+    public init(dtype: DType, shape: [Int], storage: TensorStorage) {
+        self.dtype = dtype
+        self.shape = shape
+        self.storage = storage
     }
 
     /// A tensor holding a copy of `bytes`.

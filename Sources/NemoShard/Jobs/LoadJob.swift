@@ -12,6 +12,9 @@ public enum LoadJob {
         public var force = false
         public var threads = 1
         public var chunkBytes = 32 << 20
+        /// In-memory loads: non-expert tensors become private copy-on-write mappings of their byte
+        /// ranges in the source files (as safetensors' own loader does) instead of fresh copies.
+        public var mapNonExpertTensors = true
         public var progress: ((Int, Int) -> Void)?
 
         public init(source: String) { self.source = source }
@@ -68,7 +71,7 @@ public enum LoadJob {
         let progress = o.progress.map { p in { (done: Int) in p(done, total) } }
 
         guard let outPath = o.output else {
-            let sink = MemorySink(outputs: plan.outputs)
+            let sink = MemorySink(outputs: plan.outputs, mapWholeCopies: o.mapNonExpertTensors)
             let exec = try world.agree { try executor.run(plan, into: sink, progress: progress) }
             let t2 = monotonicSeconds()
             stats.bytesRead = exec.bytesRead
