@@ -28,7 +28,11 @@ public final class PlanExecutor {
     public let chunkBytes: Int
     public let threads: Int
 
-    public init(chunkBytes: Int = 32 << 20, threads: Int = 1) {
+    /// Largest coalesced read (and mapped window): big enough for long sequential reads, small
+    /// enough that a rank's transient memory stays far below its output.
+    public static let defaultChunkBytes = 16 << 20
+
+    public init(chunkBytes: Int = PlanExecutor.defaultChunkBytes, threads: Int = 1) {
         self.chunkBytes = max(chunkBytes, 4096)
         self.threads = max(threads, 1)
     }

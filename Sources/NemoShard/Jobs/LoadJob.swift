@@ -11,7 +11,7 @@ public enum LoadJob {
         public var dtype: DType = .bf16
         public var force = false
         public var threads = 1
-        public var chunkBytes = 32 << 20
+        public var chunkBytes = PlanExecutor.defaultChunkBytes
         /// In-memory loads: non-expert tensors become private copy-on-write mappings of their byte
         /// ranges in the source files (as safetensors' own loader does) instead of fresh copies.
         public var mapNonExpertTensors = true

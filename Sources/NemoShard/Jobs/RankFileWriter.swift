@@ -21,9 +21,11 @@ struct StagedOutput {
                 let (v, w) = try write()
                 writers = w
                 for x in w { try x.finish() }
+                Failpoint.hit("written", rank: world.rank)
                 return v
             }
             _ = try world.agree { for w in writers { try w.commit() } }
+            Failpoint.hit("committed", rank: world.rank)
             _ = try world.agreeOnRoot {
                 try finish()
                 try directory.commit()

@@ -8,7 +8,7 @@ public enum ReshardJob {
         public var mesh: MeshShape?
         public var force = false
         public var threads = 1
-        public var chunkBytes = 32 << 20
+        public var chunkBytes = PlanExecutor.defaultChunkBytes
         public init(source: String, output: String) {
             self.source = source
             self.output = output

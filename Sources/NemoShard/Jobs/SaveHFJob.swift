@@ -12,7 +12,7 @@ public enum SaveHFJob {
         public var exclude: String?
         public var force = false
         public var threads = 1
-        public var chunkBytes = 32 << 20
+        public var chunkBytes = PlanExecutor.defaultChunkBytes
         public init(source: String, output: String) {
             self.source = source
             self.output = output

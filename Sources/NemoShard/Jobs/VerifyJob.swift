@@ -9,7 +9,7 @@ public enum VerifyJob {
         public var b: String
         /// dtype of grouped experts when an HF checkpoint is viewed through `from_hf`.
         public var dtype: DType = .bf16
-        public var chunkBytes = 32 << 20
+        public var chunkBytes = PlanExecutor.defaultChunkBytes
         public init(a: String, b: String) {
             self.a = a
             self.b = b
