@@ -17,16 +17,8 @@ public final class SafetensorsFile: @unchecked Sendable {
     public static func readHeader(file: SystemFile, size: Int) throws -> SafetensorsHeader {
         let path = file.path
         guard size >= 8 else { throw SafetensorsError(path: path, "file is \(size) bytes, too small for a header") }
-        let lengthBytes = try file.readBytes(count: 8, at: 0)
-        var length: UInt64 = 0
-        for i in 0..<8 { length |= UInt64(lengthBytes[i]) << (8 * UInt64(i)) }
-        guard length <= UInt64(SafetensorsHeader.maxHeaderSize) else {
-            throw SafetensorsError(path: path, "header length \(length) exceeds the limit of \(SafetensorsHeader.maxHeaderSize)")
-        }
-        guard Int(length) <= size - 8 else {
-            throw SafetensorsError(path: path, "header length \(length) runs past the end of the \(size)-byte file")
-        }
-        let bytes = try file.readBytes(count: Int(length), at: 8)
+        let length = try SafetensorsHeader.headerLength(try file.readBytes(count: 8, at: 0), fileSize: size, path: path)
+        let bytes = try file.readBytes(count: length, at: 8)
         return try SafetensorsHeader.parse(headerBytes: bytes, fileSize: size, path: path)
     }
 

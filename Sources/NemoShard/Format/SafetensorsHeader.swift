@@ -51,6 +51,28 @@ public struct SafetensorsHeader: Sendable {
         return n
     }
 
+    /// The header length from a file's first 8 bytes, checked against the limit and the file size.
+    public static func headerLength(_ first8: [UInt8], fileSize: Int, path: String) throws -> Int {
+        guard first8.count == 8, fileSize >= 8 else {
+            throw SafetensorsError(path: path, "file is \(fileSize) bytes, too small for a header")
+        }
+        var length: UInt64 = 0
+        for i in 0..<8 { length |= UInt64(first8[i]) << (8 * UInt64(i)) }
+        guard length <= UInt64(maxHeaderSize) else {
+            throw SafetensorsError(path: path, "header length \(length) exceeds the limit of \(maxHeaderSize)")
+        }
+        guard Int(length) <= fileSize - 8 else {
+            throw SafetensorsError(path: path, "header length \(length) runs past the end of the \(fileSize)-byte file")
+        }
+        return Int(length)
+    }
+
+    /// Validates a whole file image in memory (what `SafetensorsFile` does with `pread`).
+    public static func parse(fileImage: [UInt8], path: String) throws -> SafetensorsHeader {
+        let n = try headerLength(Array(fileImage.prefix(8)), fileSize: fileImage.count, path: path)
+        return try parse(headerBytes: Array(fileImage[8..<(8 + n)]), fileSize: fileImage.count, path: path)
+    }
+
     /// Parses and validates header bytes against the file size, as the reference implementation does.
     public static func parse(headerBytes: [UInt8], fileSize: Int, path: String) throws -> SafetensorsHeader {
         func bad(_ reason: String, key: String? = nil) -> SafetensorsError {

@@ -34,22 +34,7 @@ public struct HFCheckpoint: Sendable {
         let indexPath = FS.join(directory, indexName)
         var weightMap: [(String, String)] = []
         if FS.exists(indexPath) {
-            let json: JSON
-            do { json = try JSON.parse(try readWholeFile(indexPath)) } catch let e as JSONError {
-                throw CheckpointError(path: indexPath, "not valid JSON: \(e)")
-            }
-            guard let map = json["weight_map"]?.objectValue else {
-                throw CheckpointError(path: indexPath, "missing \"weight_map\" object")
-            }
-            for (key, value) in map {
-                guard let file = value.stringValue else {
-                    throw CheckpointError(path: indexPath, "weight_map entry \"\(key)\" is not a file name")
-                }
-                guard !file.contains("/"), !file.hasPrefix(".") else {
-                    throw CheckpointError(path: indexPath, "weight_map entry \"\(key)\" names a file outside the checkpoint: \(file)")
-                }
-                weightMap.append((key, file))
-            }
+            weightMap = try parseIndex(try readWholeFile(indexPath), path: indexPath)
         } else if FS.exists(FS.join(directory, singleName)) {
             let f = try SafetensorsFile(path: FS.join(directory, singleName))
             weightMap = f.header.tensors.map { ($0.name, singleName) }
@@ -89,6 +74,27 @@ public struct HFCheckpoint: Sendable {
         }
         return HFCheckpoint(directory: FS.realPath(directory), config: config, files: files, tensors: tensors,
                             extraFiles: extras)
+    }
+
+    /// The weight map of `model.safetensors.index.json`: (key, file) in document order. File names
+    /// must stay inside the checkpoint directory.
+    public static func parseIndex(_ bytes: [UInt8], path: String) throws -> [(String, String)] {
+        let json: JSON
+        do { json = try JSON.parse(bytes) } catch let e as JSONError {
+            throw CheckpointError(path: path, "not valid JSON: \(e)")
+        }
+        guard let map = json["weight_map"]?.objectValue else {
+            throw CheckpointError(path: path, "missing \"weight_map\" object")
+        }
+        return try map.map { key, value in
+            guard let file = value.stringValue else {
+                throw CheckpointError(path: path, "weight_map entry \"\(key)\" is not a file name")
+            }
+            guard !file.isEmpty, !file.contains("/"), !file.hasPrefix(".") else {
+                throw CheckpointError(path: path, "weight_map entry \"\(key)\" names a file outside the checkpoint: \(file)")
+            }
+            return (key, file)
+        }
     }
 
     /// Total bytes of all tensors.
