@@ -89,39 +89,40 @@ DEFINE_TRANSPOSE(t_f16_f32, LOAD_F16, STORE_F32)
 DEFINE_TRANSPOSE(t_f32_bf16, LOAD_F32, STORE_BF16)
 DEFINE_TRANSPOSE(t_f32_f16, LOAD_F32, STORE_F16)
 
-// Raw transposes: 8x8 register tiles inside 64x64 cache blocks.
-#define DEFINE_RAW(NAME, T)                                                          \
-    static void NAME(const T *restrict src, T *restrict dst, size_t rows, size_t cols) { \
-        enum { B = 64 };                                                             \
-        for (size_t r0 = 0; r0 < rows; r0 += B) {                                    \
-            size_t r1 = r0 + B < rows ? r0 + B : rows;                               \
-            for (size_t c0 = 0; c0 < cols; c0 += B) {                                \
-                size_t c1 = c0 + B < cols ? c0 + B : cols;                           \
-                size_t r = r0;                                                       \
-                for (; r + 8 <= r1; r += 8) {                                        \
-                    size_t c = c0;                                                   \
-                    for (; c + 8 <= c1; c += 8) {                                    \
-                        T tile[8][8];                                                \
-                        for (int i = 0; i < 8; i++)                                  \
-                            for (int j = 0; j < 8; j++)                              \
-                                tile[j][i] = src[(r + i) * cols + c + j];            \
-                        for (int j = 0; j < 8; j++)                                  \
-                            for (int i = 0; i < 8; i++)                              \
-                                dst[(c + j) * rows + r + i] = tile[j][i];            \
-                    }                                                                \
-                    for (; c < c1; c++)                                              \
-                        for (int i = 0; i < 8; i++)                                  \
-                            dst[c * rows + r + i] = src[(r + i) * cols + c];         \
-                }                                                                    \
-                for (; r < r1; r++)                                                  \
-                    for (size_t c = c0; c < c1; c++)                                 \
-                        dst[c * rows + r] = src[r * cols + c];                       \
-            }                                                                        \
-        }                                                                            \
+// Raw transposes: tiles of T x T inside 64 x 64 cache blocks; scalar edges.
+#define DEFINE_BLOCKED(NAME, TYPE, T, TILE)                                               \
+    static void NAME(const TYPE *restrict src, TYPE *restrict dst, size_t rows, size_t cols) { \
+        enum { B = 64 };                                                               \
+        for (size_t r0 = 0; r0 < rows; r0 += B) {                                      \
+            size_t r1 = r0 + B < rows ? r0 + B : rows;                                 \
+            for (size_t c0 = 0; c0 < cols; c0 += B) {                                  \
+                size_t c1 = c0 + B < cols ? c0 + B : cols;                             \
+                size_t r = r0;                                                         \
+                for (; r + T <= r1; r += T) {                                          \
+                    size_t c = c0;                                                     \
+                    for (; c + T <= c1; c += T)                                        \
+                        TILE(src + r * cols + c, cols, dst + c * rows + r, rows);      \
+                    for (; c < c1; c++)                                                \
+                        for (size_t i = 0; i < T; i++) dst[c * rows + r + i] = src[(r + i) * cols + c]; \
+                }                                                                      \
+                for (; r < r1; r++)                                                    \
+                    for (size_t c = c0; c < c1; c++) dst[c * rows + r] = src[r * cols + c]; \
+            }                                                                          \
+        }                                                                              \
     }
 
-DEFINE_RAW(t_raw8, uint8_t)
-DEFINE_RAW(t_raw64, uint64_t)
+
+// A scalar 8x8 tile (element sizes without a SIMD tile, and other CPUs).
+#define DEFINE_SCALAR_TILE(NAME, TYPE)                                                 \
+    static inline void NAME(const TYPE *s, size_t ss, TYPE *d, size_t ds) {            \
+        for (int j = 0; j < 8; j++)                                                    \
+            for (int i = 0; i < 8; i++) d[j * ds + i] = s[i * ss + j];                 \
+    }
+
+DEFINE_SCALAR_TILE(scalar8, uint8_t)
+DEFINE_SCALAR_TILE(scalar64, uint64_t)
+DEFINE_BLOCKED(t_raw8, uint8_t, 8, scalar8)
+DEFINE_BLOCKED(t_raw64, uint64_t, 8, scalar64)
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -162,33 +163,13 @@ static inline void tile32(const uint32_t *s, size_t ss, uint32_t *d, size_t ds) 
     _mm_storeu_si128((__m128i *)(d + 3 * ds), _mm_unpackhi_epi64(t2, t3));
 }
 
-// Cache blocks of B x B with SIMD tiles of T x T inside; scalar edges.
-#define DEFINE_SIMD(NAME, TYPE, T, TILE)                                               \
-    static void NAME(const TYPE *restrict src, TYPE *restrict dst, size_t rows, size_t cols) { \
-        enum { B = 64 };                                                               \
-        for (size_t r0 = 0; r0 < rows; r0 += B) {                                      \
-            size_t r1 = r0 + B < rows ? r0 + B : rows;                                 \
-            for (size_t c0 = 0; c0 < cols; c0 += B) {                                  \
-                size_t c1 = c0 + B < cols ? c0 + B : cols;                             \
-                size_t r = r0;                                                         \
-                for (; r + T <= r1; r += T) {                                          \
-                    size_t c = c0;                                                     \
-                    for (; c + T <= c1; c += T)                                        \
-                        TILE(src + r * cols + c, cols, dst + c * rows + r, rows);      \
-                    for (; c < c1; c++)                                                \
-                        for (size_t i = 0; i < T; i++) dst[c * rows + r + i] = src[(r + i) * cols + c]; \
-                }                                                                      \
-                for (; r < r1; r++)                                                    \
-                    for (size_t c = c0; c < c1; c++) dst[c * rows + r] = src[r * cols + c]; \
-            }                                                                          \
-        }                                                                              \
-    }
-
-DEFINE_SIMD(t_raw16, uint16_t, 8, tile16)
-DEFINE_SIMD(t_raw32, uint32_t, 4, tile32)
+DEFINE_BLOCKED(t_raw16, uint16_t, 8, tile16)
+DEFINE_BLOCKED(t_raw32, uint32_t, 4, tile32)
 #else
-DEFINE_RAW(t_raw16, uint16_t)
-DEFINE_RAW(t_raw32, uint32_t)
+DEFINE_SCALAR_TILE(scalar16, uint16_t)
+DEFINE_SCALAR_TILE(scalar32, uint32_t)
+DEFINE_BLOCKED(t_raw16, uint16_t, 8, scalar16)
+DEFINE_BLOCKED(t_raw32, uint32_t, 8, scalar32)
 #endif
 
 int ns_transpose_raw(const void *src, void *dst, size_t rows, size_t cols, size_t elem_size) {

@@ -71,9 +71,13 @@ func synth(_ args: Arguments) throws -> Int32 {
     if let m = args.value("--mtp") { o.preset.mtpPattern = m }
     o.preset.experts = try args.int("--experts", default: preset.experts)
     o.preset.vocab = try args.int("--vocab", default: preset.vocab)
-    guard o.preset.vocab > 0 else { throw UsageError("--vocab must be positive") }
+    guard o.preset.vocab > 0, o.preset.vocab <= 1 << 24 else { throw UsageError("--vocab must be between 1 and 16777216") }
+    guard o.preset.experts > 0, o.preset.experts <= 4096 else { throw UsageError("--experts must be between 1 and 4096") }
     o.shards = try args.int("--shards", default: 2)
-    o.seed = UInt64(try args.int("--seed", default: 0))
+    if let seed = args.value("--seed") {
+        guard let s = UInt64(seed) else { throw UsageError("--seed expects a non-negative integer, got \"\(seed)\"") }
+        o.seed = s
+    }
     o.expertDType = try dtypeOption(args, "--expert-dtype") ?? .bf16
     o.modelPrefix = args.has("--model-prefix")
     o.embedTokensName = args.has("--embed-tokens")

@@ -259,11 +259,8 @@ private struct JSONParser {
         }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<pos]), as: UTF8.self)
         if isInteger, let i = Int64(text) { return .int(i) }
-        if isInteger, text.hasPrefix("-") == false, UInt64(text) != nil {
-            // Larger than Int64: keep it visible as a number, callers needing an exact size will refuse it.
-            return .double(Double(text) ?? .infinity)
-        }
-        guard let d = Double(text) else { throw JSONError(message: "invalid number", offset: start) }
+        // Larger than Int64 or fractional: a Double, which callers needing an exact size refuse.
+        guard let d = Double(text), d.isFinite else { throw JSONError(message: "number out of range", offset: start) }
         return .double(d)
     }
 

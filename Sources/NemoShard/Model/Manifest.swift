@@ -124,7 +124,9 @@ public struct Manifest: Sendable {
                 throw bad("tensor entry \(t.serialized()) is malformed")
             }
             let dims = try shape.map { try int($0, "shape") }
-            guard SafetensorsHeader.elementCount(dims) != nil else { throw bad("tensor \(name): shape overflows") }
+            guard let n = SafetensorsHeader.elementCount(dims), !n.multipliedReportingOverflow(by: dt.size).overflow else {
+                throw bad("tensor \(name): shape overflows")
+            }
             if sharded, dims.first != nExperts { throw bad("tensor \(name): dim 0 is not n_routed_experts") }
             return TensorEntry(name: name, dtype: dt, shape: dims, expertSharded: sharded, hfKey: t["hf_key"]?.stringValue)
         }
