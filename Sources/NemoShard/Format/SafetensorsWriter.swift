@@ -27,7 +27,6 @@ public final class SafetensorsWriter {
     public let fileSize: Int
     private let file: SystemFile
     private var committed = false
-    private var index: [String: Int] = [:]
 
     /// The header bytes (8-byte length + JSON padded with spaces to a multiple of 8) for `specs`.
     public static func headerBytes(for specs: [TensorSpec], metadata: [(String, String)]) -> [UInt8] {
@@ -73,7 +72,6 @@ public final class SafetensorsWriter {
         temporaryPath = temporaryName(for: path)
         self.specs = specs
         let (header, offsets, size) = SafetensorsWriter.layout(specs, metadata: metadata)
-        for (i, s) in specs.enumerated() { index[s.name] = i }
         self.offsets = offsets
         fileSize = size
         file = try SystemFile(creatingAt: temporaryPath)
@@ -100,9 +98,6 @@ public final class SafetensorsWriter {
         precondition(offset + count <= specs[i].byteCount, "copy past the end of \(specs[i].name)")
         return try file.copyRange(from: source, at: sourceOffset, to: offsets[i] + offset, count: count)
     }
-
-    /// Index of the tensor named `name`.
-    public func tensorIndex(_ name: String) -> Int? { index[name] }
 
     /// fsyncs the temporary file; it stays under its temporary name.
     public func finish() throws { try file.sync() }

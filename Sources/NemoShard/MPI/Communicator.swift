@@ -157,7 +157,4 @@ public final class Communicator: @unchecked Sendable {
             offset += n
         }
     }
-
-    /// Whether every rank passed `ok`; a collective, so every rank must call it.
-    public func allSucceeded(_ ok: Bool) throws -> Bool { try allreduce(ok ? 1 : 0, .min) == 1 }
 }
