@@ -119,7 +119,6 @@ func load(_ args: Arguments) throws -> Int32 {
     let dtype = try dtypeOption(args, "--dtype") ?? .bf16
     let threads = try threadsOption(args)
     let world = try MPIRuntime.start()
-    defer { MPIRuntime.stop() }
     var o = LoadJob.Options(source: args.positionals[0])
     o.output = args.value("--out")
     o.mesh = mesh
@@ -141,7 +140,6 @@ func saveHF(_ args: Arguments) throws -> Int32 {
     o.force = args.has("--force")
     o.threads = try threadsOption(args)
     let world = try MPIRuntime.start()
-    defer { MPIRuntime.stop() }
     emit(try SaveHFJob.run(o, world: world), args, world: world)
     return 0
 }
@@ -154,7 +152,6 @@ func reshard(_ args: Arguments) throws -> Int32 {
     o.force = args.has("--force")
     o.threads = try threadsOption(args)
     let world = try MPIRuntime.start()
-    defer { MPIRuntime.stop() }
     emit(try ReshardJob.run(o, world: world).1, args, world: world)
     return 0
 }
@@ -163,7 +160,6 @@ func verify(_ args: Arguments) throws -> Int32 {
     var o = VerifyJob.Options(a: args.positionals[0], b: args.positionals[1])
     o.dtype = try dtypeOption(args, "--dtype") ?? .bf16
     let world = try MPIRuntime.start()
-    defer { MPIRuntime.stop() }
     let r = try VerifyJob.run(o, world: world)
     if world.rank == 0 {
         if args.has("--json") {

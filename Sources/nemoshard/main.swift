@@ -29,17 +29,27 @@ let mpiCommands: Set<String> = ["load", "save-hf", "reshard", "verify"]
 
 /// Prints `message` once (rank 0), lets every rank catch up, and exits with `code`.
 func finish(_ message: String, code: Int32) -> Never {
-    let rank = MPIRuntime.isStarted ? (try? MPIRuntime.start().rank) ?? worldRank : worldRank
-    if rank == 0 { fputs(message, stderr) }
+    if currentRank() == 0 { fputs(message, stderr) }
+    terminate(code)
+}
+
+func currentRank() -> Int { MPIRuntime.isStarted ? (try? MPIRuntime.start().rank) ?? worldRank : worldRank }
+
+/// Ends the process with `code`. On failure under mpirun, rank 0 exits first: mpirun ends the job
+/// at the first non-zero exit and may drop output still in flight from ranks it then kills, so the
+/// other ranks give rank 0's message a head start.
+func terminate(_ code: Int32) -> Never {
+    let rank = currentRank()
     MPIRuntime.barrierIfStarted()
     MPIRuntime.stop()
+    if code != 0 && rank != 0 && MPIRuntime.launchedByMPIRun { usleep(500_000) }
     exit(code)
 }
 
 do {
     if mpiCommands.contains(spec.name) { try MPIRuntime.start() }
     let args = try Arguments.parse(rest, spec: spec)
-    exit(try run(spec.name, args))
+    terminate(try run(spec.name, args))
 } catch let f as JobFailure {
     finish("nemoshard: error: \(f.message)\(f.rank > 0 ? " (rank \(f.rank))" : "")\n", code: f.isUsage ? 2 : 1)
 } catch let u as UsageError {
