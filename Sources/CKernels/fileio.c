@@ -9,3 +9,9 @@ long ns_copy_file_range(int fd_in, long long *off_in, int fd_out, long long *off
     *off_out = out;
     return (long)n;
 }
+
+#include <fcntl.h>
+
+int ns_start_writeback(int fd, long long offset, long long length) {
+    return sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE);
+}

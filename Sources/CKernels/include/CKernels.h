@@ -33,4 +33,7 @@ uint32_t ns_crc32c(uint32_t crc, const void *data, size_t length);
 /// copy_file_range(2) (glibc hides it without _GNU_SOURCE); offsets are advanced.
 long ns_copy_file_range(int fd_in, long long *off_in, int fd_out, long long *off_out, size_t len);
 
+/// sync_file_range(SYNC_FILE_RANGE_WRITE): starts writeback of the dirty pages in the range, no wait.
+int ns_start_writeback(int fd, long long offset, long long length);
+
 #endif

@@ -137,6 +137,7 @@ public final class PlanExecutor {
             var rest: [Piece] = []
             for p in b.pieces {
                 if let dst = sink.directPointer(output: p.output, offset: p.destOffset, count: p.source.count) {
+                    Memory.populate(dst, count: p.source.count)
                     try file.read(into: UnsafeMutableRawBufferPointer(start: dst, count: p.source.count), at: p.source.offset)
                 } else if try !sink.copy(from: file, offset: p.source.offset, count: p.source.count, output: p.output, destOffset: p.destOffset) {
                     rest.append(p)
@@ -149,6 +150,7 @@ public final class PlanExecutor {
                 let src = base + (p.source.offset - b.offset)
                 let outCount = p.transform.outputBytes(sourceBytes: p.source.count)
                 if let dst = sink.directPointer(output: p.output, offset: p.destOffset, count: outCount) {
+                    Memory.populate(dst, count: outCount)
                     try PlanExecutor.transform(p.transform, src: src, sourceBytes: p.source.count, dst: dst)
                 } else if p.transform == .copy {
                     try sink.write(output: p.output, offset: p.destOffset, UnsafeRawBufferPointer(start: src, count: outCount))

@@ -90,13 +90,24 @@ public final class SafetensorsWriter {
     public func write(tensor i: Int, offset: Int = 0, _ bytes: UnsafeRawBufferPointer) throws {
         precondition(offset + bytes.count <= specs[i].byteCount, "write past the end of \(specs[i].name)")
         try file.write(bytes, at: offsets[i] + offset)
+        startWriteback(offsets[i] + offset, bytes.count)
+    }
+
+    /// Ranges at least this long start their writeback as soon as they are written; smaller ones
+    /// are left to the kernel and `finish`.
+    static let writebackUnit = 1 << 20
+
+    private func startWriteback(_ offset: Int, _ count: Int) {
+        if count >= SafetensorsWriter.writebackUnit { file.startWriteback(offset: offset, count: count) }
     }
 
     /// Copies `count` bytes at `sourceOffset` of `source` into tensor `i` at `offset` with
     /// `copy_file_range` (in-kernel). Returns false if the kernel cannot do it for these files.
     public func copy(tensor i: Int, offset: Int, from source: SystemFile, at sourceOffset: Int, count: Int) throws -> Bool {
         precondition(offset + count <= specs[i].byteCount, "copy past the end of \(specs[i].name)")
-        return try file.copyRange(from: source, at: sourceOffset, to: offsets[i] + offset, count: count)
+        guard try file.copyRange(from: source, at: sourceOffset, to: offsets[i] + offset, count: count) else { return false }
+        startWriteback(offsets[i] + offset, count)
+        return true
     }
 
     /// fsyncs the temporary file; it stays under its temporary name.

@@ -53,11 +53,16 @@ public final class SystemFile: @unchecked Sendable {
         return bytes
     }
 
+    /// Largest single `pwrite`. Larger writes let the page cache allocate 2 MiB folios, and on
+    /// virtual machines that hand free memory back to the host (free page reporting) a fresh 2 MiB
+    /// block measured 2-3x slower to fill than smaller ones (2.4-2.7 s/GB against 0.4-1.3 s/GB).
+    public static let writeUnit = 1 << 20
+
     /// Writes all of `buffer` at `offset`.
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: Int) throws {
         var done = 0
         while done < buffer.count {
-            let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            let n = pwrite(fd, buffer.baseAddress! + done, min(buffer.count - done, SystemFile.writeUnit), off_t(offset + done))
             if n < 0 {
                 if errno == EINTR { continue }
                 throw IOError("write", path: path)
@@ -90,6 +95,13 @@ public final class SystemFile: @unchecked Sendable {
         let rc = posix_fallocate(fd, 0, off_t(size))
         if rc != 0 && rc != EOPNOTSUPP && rc != EINVAL { throw IOError("allocate \(size) bytes", path: path, code: rc) }
         if rc != 0, ftruncate(fd, off_t(size)) != 0 { throw IOError("truncate", path: path) }
+    }
+
+    /// Starts writing back the dirty pages of `count` bytes at `offset` without waiting, so that
+    /// the disk works while the job goes on and the final `sync` has only the tail left (and the
+    /// kernel never throttles writers for having too much dirty data at once). Best effort.
+    public func startWriteback(offset: Int, count: Int) {
+        _ = ns_start_writeback(fd, Int64(offset), Int64(count))
     }
 
     /// Flushes data to stable storage.

@@ -84,11 +84,14 @@ public enum LoadJob {
 
         let staged = try StagedOutput.prepare(outPath, force: o.force, inputs: [o.source], world: world)
         let fileName = Manifest.rankFileName(world.rank, of: world.size)
+        var written = t1
         let exec = try staged.run(write: {
             let w = try SafetensorsWriter(path: staged.directory.stagingPath(fileName), specs: plan.outputs,
                                           metadata: rankMetadata(rank: world.rank, range: range, world: world.size))
             stats.bytesWritten = w.fileSize
-            return (try executor.run(plan, into: FileSink(writer: w), progress: progress), [w])
+            let exec = try executor.run(plan, into: FileSink(writer: w), progress: progress)
+            written = monotonicSeconds()
+            return (exec, [w])
         }, finish: {
             try writeFileAtomically(staged.directory.stagingPath(Manifest.fileName),
                                     Array(manifest.toJSON().serialized(indent: 1).utf8))
@@ -98,7 +101,7 @@ public enum LoadJob {
         stats.bytesProduced = exec.bytesProduced
         stats.files = 1
         stats.peakRSS = peakRSSBytes()
-        report.phases = [("plan", t1 - t0), ("read+merge+write+commit", t2 - t1)]
+        report.phases = [("plan", t1 - t0), ("read+merge+write", written - t1), ("sync+commit", t2 - written)]
         report.ranks = try RankStats.gather(stats, over: world)
         return Result(experts: range, tensors: [], manifest: manifest, report: report)
     }
