@@ -122,6 +122,8 @@ final class FaultTests: XCTestCase {
         let hf = try synthCLI(["--experts", "10"])
         let dir = temporaryDirectory(self)
         try ok(["load", hf, "--out", dir + "/sharded"], ranks: 2)
+        let original = dir + "/original.json"
+        try FS.copyFile(from: dir + "/sharded/nemoshard.json", to: original)
         var m = try JSON.parse(try readWholeFile(dir + "/sharded/nemoshard.json")).objectValue!
         m = m.map { k, v in
             k == "ranks" ? (k, .array([
@@ -133,6 +135,24 @@ final class FaultTests: XCTestCase {
         let parent = temporaryDirectory(self)
         try assertFails(["save-hf", dir + "/sharded", parent + "/out"], ["rank-00000-of-00002.safetensors", "dim 0 is 5 but rank 0 holds experts [0,4)"], parent: parent)
         try assertFails(["reshard", dir + "/sharded", "--out", parent + "/out"], ["dim 0 is 5"], parent: parent)
+        // A non-expert tensor is stored once: the manifest moving it to the other rank's file disagrees
+        // with both files.
+        var moved = try JSON.parse(try readWholeFile(original)).objectValue!
+        var name = ""
+        moved = moved.map { k, v in
+            guard k == "tensors", let list = v.arrayValue else { return (k, v) }
+            var done = false
+            return (k, .array(list.map { t in
+                guard !done, let h = t["holder"]?.intValue, var fields = t.objectValue else { return t }
+                done = true
+                name = t["name"]?.stringValue ?? ""
+                fields = fields.map { $0.0 == "holder" ? ("holder", .int(1 - h)) : $0 }
+                return .object(fields)
+            }))
+        }
+        XCTAssertFalse(name.isEmpty)
+        try writeFileAtomically(dir + "/sharded/nemoshard.json", Array(JSON.object(moved).serialized().utf8))
+        try assertFails(["verify", dir + "/sharded", hf], [name], parent: parent)
         writeBytes(dir + "/sharded/nemoshard.json", Array("{\"format\": 3}".utf8))
         try assertFails(["save-hf", dir + "/sharded", parent + "/out"], ["nemoshard.json", "not a nemoshard per-rank manifest"], parent: parent)
         try assertFails(["inspect", dir + "/sharded"], ranks: nil, ["not a nemoshard per-rank manifest"], parent: parent)

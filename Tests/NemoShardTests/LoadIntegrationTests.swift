@@ -3,7 +3,9 @@ import XCTest
 
 /// `mpirun -n N nemoshard load` against the one-process `convert`, rank by rank.
 final class LoadIntegrationTests: XCTestCase {
-    /// Checks every rank file of `sharded` against `reference` (a one-rank convert) sliced to the rank's experts.
+    /// Checks every rank file of `sharded` against `reference` (a one-rank convert): grouped tensors
+    /// sliced to the rank's experts, and each non-expert tensor exactly once, in the file of the
+    /// owner rank the manifest names as its holder.
     func assertMatchesReference(_ sharded: String, reference: String, ranks: Int, mesh: MeshShape,
                                 file: StaticString = #filePath, line: UInt = #line) throws {
         let ref = try readAll(reference + "/rank-00000-of-00001.safetensors")
@@ -13,19 +15,30 @@ final class LoadIntegrationTests: XCTestCase {
         XCTAssertEqual(Set(try FS.list(sharded)), Set(["nemoshard.json"] + (0..<ranks).map { Manifest.rankFileName($0, of: ranks) }),
                        "only committed files", file: file, line: line)
         let refManifest = try Manifest.load(directory: reference)
-        XCTAssertEqual(manifest.tensors, refManifest.tensors, file: file, line: line)
+        func withoutHolders(_ m: Manifest) -> [Manifest.TensorEntry] { m.tensors.map { var t = $0; t.holder = nil; return t } }
+        XCTAssertEqual(withoutHolders(manifest), withoutHolders(refManifest), file: file, line: line)
         XCTAssertEqual(manifest.hfKeys, refManifest.hfKeys, file: file, line: line)
+        let owners = Manifest.ownerRanks(manifest.ranks)
+        var heldBytes = [Int: Int]()
+        for t in manifest.tensors where !t.expertSharded {
+            let holder = try XCTUnwrap(t.holder, "\(t.name) has no holder", file: file, line: line)
+            XCTAssertTrue(owners.contains(holder), "\(t.name) held by replica rank \(holder)", file: file, line: line)
+            heldBytes[holder, default: 0] += t.shape.reduce(1, *) * t.dtype.size
+        }
+        if owners.count > 1 { XCTAssertGreaterThan(heldBytes.count, 1, "non-expert tensors spread over the owners", file: file, line: line) }
+        var seen = [String: Int]()
         for r in 0..<ranks {
             let range = mesh.expertRange(of: r, experts: manifest.nRoutedExperts)
             XCTAssertEqual(manifest.ranks[r].experts, range, file: file, line: line)
             let mine = try readAll(sharded + "/" + Manifest.rankFileName(r, of: ranks))
             for (name, (dtype, shape, bytes)) in ref {
                 let grouped = name.hasSuffix("gate_and_up_projs") || name.hasSuffix("down_projs")
-                if grouped && range.isEmpty {
-                    XCTAssertNil(mine[name], "rank \(r) holds no experts", file: file, line: line)
+                if grouped && range.isEmpty || !grouped && manifest.tensor(name)?.holder != r {
+                    XCTAssertNil(mine[name], "rank \(r) should not hold \(name)", file: file, line: line)
                     continue
                 }
                 guard let m = mine[name] else { XCTFail("rank \(r) lacks \(name)", file: file, line: line); continue }
+                seen[name, default: 0] += 1
                 XCTAssertEqual(m.0, dtype, file: file, line: line)
                 if grouped {
                     let slice = bytes.count / shape[0]
@@ -36,8 +49,10 @@ final class LoadIntegrationTests: XCTestCase {
                     XCTAssertEqual(m.2, bytes, "rank \(r) \(name)", file: file, line: line)
                 }
             }
-            XCTAssertEqual(mine.count, ref.count - (range.isEmpty ? ref.keys.filter { $0.hasSuffix("projs") }.count : 0),
-                           file: file, line: line)
+            XCTAssertEqual(Set(mine.keys).subtracting(ref.keys), [], "rank \(r) holds unknown tensors", file: file, line: line)
+        }
+        for name in ref.keys where !(name.hasSuffix("gate_and_up_projs") || name.hasSuffix("down_projs")) {
+            XCTAssertEqual(seen[name], 1, "\(name) stored once", file: file, line: line)
         }
     }
 
@@ -55,12 +70,15 @@ final class LoadIntegrationTests: XCTestCase {
             let out = temporaryDirectory(self) + "/load\(ranks)"
             let r = try ok(["load", hf, "--out", out, "--json"], ranks: ranks)
             try assertMatchesReference(out, reference: reference, ranks: ranks, mesh: try .expertParallel(ranks))
-            // Rank-local reading: each rank read its own experts' bytes plus the non-expert bytes, nothing else.
+            // Rank-local reading: each rank read its own experts' bytes plus the non-expert tensors it
+            // holds, nothing else; together the ranks read every byte of the checkpoint exactly once.
             let report = try XCTUnwrap(r.json, r.stdout)
             let reported = try XCTUnwrap(report["ranks"]?.arrayValue)
             XCTAssertEqual(reported.count, ranks)
-            let nonExpert = checkpoint.tensors.filter { !$0.name.contains(".experts.") }.reduce(0) { $0 + $1.byteCount }
+            let manifest = try Manifest.load(directory: out)
+            XCTAssertEqual(reported.compactMap { $0["bytes_read"]?.intValue }.reduce(0, +), Int64(checkpoint.totalBytes))
             for (rank, entry) in reported.enumerated() {
+                let nonExpert = manifest.tensors.filter { $0.holder == rank }.reduce(0) { $0 + $1.shape.reduce(1, *) * $1.dtype.size }
                 let range = ExpertRange(rank: rank, of: ranks, experts: 10)
                 let own = checkpoint.tensors.filter { t in
                     guard let m = NemotronV3Adapter.matchExpert(t.name.hasPrefix("mtp.") ? String(t.name.dropFirst(4)) : NemotronV3Adapter.renameFromHF(t.name)),
@@ -80,7 +98,9 @@ final class LoadIntegrationTests: XCTestCase {
         try ok(["load", hf, "--out", out, "--mesh", "dp=2,ep=2"], ranks: 4)
         try assertMatchesReference(out, reference: reference, ranks: 4, mesh: try MeshShape(parsing: "dp=2,ep=2"))
         let r0 = try readAll(out + "/rank-00000-of-00004.safetensors"), r2 = try readAll(out + "/rank-00002-of-00004.safetensors")
-        XCTAssertEqual(r0.mapValues(\.2), r2.mapValues(\.2), "dp replicas are identical")
+        XCTAssertEqual(r0.filter { $0.key.hasSuffix("projs") }.mapValues(\.2), r2.mapValues(\.2),
+                       "a dp replica holds the same experts and no non-expert tensor")
+        XCTAssertGreaterThan(r0.count, r2.count)
     }
 
     func testF32ExpertsUnderMPI() throws {

@@ -57,6 +57,21 @@ public struct TransferPlan: Sendable {
     /// Bytes of all outputs.
     public var bytesToProduce: Int { outputs.reduce(0) { $0 + $1.byteCount } }
 
+    /// The plan without the outputs `keep` refuses (and without the pieces that produce them).
+    public func keeping(_ keep: (TensorSpec) -> Bool) -> TransferPlan {
+        var index = [Int?](repeating: nil, count: outputs.count)
+        var out = TransferPlan(files: files)
+        for (i, o) in outputs.enumerated() where keep(o) {
+            index[i] = out.outputs.count
+            out.outputs.append(o)
+        }
+        for p in pieces {
+            guard let j = index[p.output] else { continue }
+            out.pieces.append(Piece(source: p.source, transform: p.transform, output: j, destOffset: p.destOffset))
+        }
+        return out
+    }
+
     /// Checks that every output byte is produced exactly once (a plan bug otherwise).
     public func validateCoverage() throws {
         var covered = [Int](repeating: 0, count: outputs.count)

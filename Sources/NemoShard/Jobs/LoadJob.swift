@@ -67,12 +67,14 @@ public enum LoadJob {
         stats.experts = range
         stats.tensors = plan.outputs.count
         let executor = PlanExecutor(chunkBytes: o.chunkBytes, threads: o.threads)
-        let total = plan.bytesToRead
-        let progress = o.progress.map { p in { (done: Int) in p(done, total) } }
+        func progress(of plan: TransferPlan) -> ((Int) -> Void)? {
+            let total = plan.bytesToRead
+            return o.progress.map { p in { (done: Int) in p(done, total) } }
+        }
 
         guard let outPath = o.output else {
             let sink = MemorySink(outputs: plan.outputs, mapWholeCopies: o.mapNonExpertTensors)
-            let exec = try world.agree { try executor.run(plan, into: sink, progress: progress) }
+            let exec = try world.agree { try executor.run(plan, into: sink, progress: progress(of: plan)) }
             let t2 = monotonicSeconds()
             stats.bytesRead = exec.bytesRead
             stats.bytesProduced = exec.bytesProduced
@@ -82,14 +84,18 @@ public enum LoadJob {
             return Result(experts: range, tensors: sink.namedTensors, manifest: manifest, report: report)
         }
 
+        // A per-rank checkpoint stores each non-expert tensor once, in its holder's file.
+        let held = manifest.heldTensors(rank: world.rank)
+        let expertNames = Set(manifest.tensors.filter(\.expertSharded).map(\.name))
+        let filePlan = plan.keeping { expertNames.contains($0.name) || held.contains($0.name) }
         let staged = try StagedOutput.prepare(outPath, force: o.force, inputs: [o.source], world: world)
         let fileName = Manifest.rankFileName(world.rank, of: world.size)
         var written = t1
         let exec = try staged.run(write: {
-            let w = try SafetensorsWriter(path: staged.directory.stagingPath(fileName), specs: plan.outputs,
+            let w = try SafetensorsWriter(path: staged.directory.stagingPath(fileName), specs: filePlan.outputs,
                                           metadata: rankMetadata(rank: world.rank, range: range, world: world.size))
             stats.bytesWritten = w.fileSize
-            let exec = try executor.run(plan, into: FileSink(writer: w), progress: progress)
+            let exec = try executor.run(filePlan, into: FileSink(writer: w), progress: progress(of: filePlan))
             written = monotonicSeconds()
             return (exec, [w])
         }, finish: {

@@ -21,10 +21,6 @@ public enum ReshardJob {
         let source = try ShardedCheckpoint.openShared(o.source, world: world)
         let old = source.manifest
         let range = shape.expertRange(of: world.rank, experts: old.nRoutedExperts)
-        let owners = source.ownerRanks
-        let plan = try world.agree {
-            try ReshardPlanner(source: source).plan(range: range, denseSource: owners[world.rank % owners.count])
-        }
         let manifest = Manifest(
             worldSize: world.size, mesh: shape, nRoutedExperts: old.nRoutedExperts,
             ranks: (0..<world.size).map {
@@ -32,6 +28,8 @@ public enum ReshardJob {
             },
             tensors: old.tensors, sourceDirectory: old.sourceDirectory, config: old.config, hfPrefix: old.hfPrefix,
             hfKeys: old.hfKeys, extraFiles: old.extraFiles)
+        let held = manifest.heldTensors(rank: world.rank)
+        let plan = try world.agree { try ReshardPlanner(source: source).plan(range: range, nonExpert: held.contains) }
         let t1 = monotonicSeconds()
         var stats = RankStats()
         stats.rank = world.rank

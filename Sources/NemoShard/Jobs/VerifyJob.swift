@@ -61,7 +61,7 @@ public enum VerifyJob {
         if FS.exists(FS.join(path, Manifest.fileName)) {
             let s = try ShardedCheckpoint.openShared(path, world: world)
             let all = ExpertRange(start: 0, end: s.manifest.nRoutedExperts)
-            let plan = try ReshardPlanner(source: s).plan(range: all, denseSource: s.ownerRanks[0])
+            let plan = try ReshardPlanner(source: s).plan(range: all)
             let sharded = Set(s.manifest.tensors.filter(\.expertSharded).map(\.name))
             return View(plan: plan, grouped: plan.outputs.map { sharded.contains($0.name) })
         }

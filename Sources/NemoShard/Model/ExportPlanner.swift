@@ -18,8 +18,8 @@ public struct KeyFilter: @unchecked Sendable {
 }
 
 /// Plans one rank's share of `to_hf` (`convert_single_tensor_to_hf` per tensor) from a per-rank
-/// checkpoint: its own experts split back to per-expert HF weights with global ids, and its share
-/// of the non-expert tensors. Replica ranks (same experts as a lower rank) get nothing.
+/// checkpoint: its own experts split back to per-expert HF weights with global ids, and the
+/// non-expert tensors its file holds. Replica ranks (same experts as a lower rank) get nothing.
 public struct ExportPlanner {
     public let source: ShardedCheckpoint
     public let exclude: KeyFilter?
@@ -46,12 +46,10 @@ public struct ExportPlanner {
         let orderOf = Dictionary(m.hfKeys.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
         let range = m.ranks[rank].experts
         var items: [(Output, Piece)] = []
-        var denseIndex = 0
         for t in m.tensors {
             guard let loc = source.locations[rank][t.name] else { continue }
             if !t.expertSharded {
-                defer { denseIndex += 1 }
-                guard owners[denseIndex % owners.count] == rank else { continue }
+                guard t.holder == rank else { continue }
                 let key: String
                 switch adapter.toHF(t.name, shape: t.shape, firstExpert: 0) {
                 case let .renamed(k): key = t.hfKey ?? k

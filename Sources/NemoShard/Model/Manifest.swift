@@ -2,7 +2,7 @@
 public struct Manifest: Sendable {
     public static let fileName = "nemoshard.json"
     public static let formatName = "nemoshard-per-rank"
-    public static let version: Int64 = 1
+    public static let version: Int64 = 2
 
     /// One rank's file and experts.
     public struct RankEntry: Sendable, Equatable {
@@ -20,6 +20,17 @@ public struct Manifest: Sendable {
         public let expertSharded: Bool
         /// The HF key a renamed tensor came from (restored on export).
         public let hfKey: String?
+        /// For a non-expert tensor, the one rank whose file holds it; nil for expert-sharded ones.
+        public var holder: Int?
+
+        public init(name: String, dtype: DType, shape: [Int], expertSharded: Bool, hfKey: String?, holder: Int? = nil) {
+            self.name = name
+            self.dtype = dtype
+            self.shape = shape
+            self.expertSharded = expertSharded
+            self.hfKey = hfKey
+            self.holder = holder
+        }
     }
 
     public let worldSize: Int
@@ -35,19 +46,45 @@ public struct Manifest: Sendable {
     public let hfKeys: [String]
     public let extraFiles: [String]
 
+    /// A manifest whose non-expert tensors are assigned to holders with `assignHolders`.
     public init(worldSize: Int, mesh: MeshShape, nRoutedExperts: Int, ranks: [RankEntry], tensors: [TensorEntry],
                 sourceDirectory: String, config: JSON, hfPrefix: String, hfKeys: [String], extraFiles: [String]) {
         self.worldSize = worldSize
         self.mesh = mesh
         self.nRoutedExperts = nRoutedExperts
         self.ranks = ranks
-        self.tensors = tensors
+        self.tensors = Manifest.assignHolders(tensors, ranks: ranks)
         self.sourceDirectory = sourceDirectory
         self.config = config
         self.hfPrefix = hfPrefix
         self.hfKeys = hfKeys
         self.extraFiles = extraFiles
     }
+
+    /// Ranks that hold data: the lowest rank of each distinct expert range (mesh replicas hold nothing
+    /// of their own).
+    public static func ownerRanks(_ ranks: [RankEntry]) -> [Int] {
+        var seen = Set<[Int]>()
+        return ranks.filter { seen.insert([$0.experts.start, $0.experts.end]).inserted }.map(\.rank)
+    }
+
+    /// Each non-expert tensor is stored once, by the owner rank with the fewest non-expert bytes so
+    /// far (ties: the lowest rank), in tensor order, so the ranks write about equal amounts.
+    public static func assignHolders(_ tensors: [TensorEntry], ranks: [RankEntry]) -> [TensorEntry] {
+        let owners = ownerRanks(ranks)
+        var load = [Int](repeating: 0, count: owners.count)
+        return tensors.map { t in
+            var t = t
+            guard !t.expertSharded, !owners.isEmpty else { t.holder = nil; return t }
+            let k = load.indices.min { (load[$0], $0) < (load[$1], $1) }!
+            load[k] += t.shape.reduce(1, *) * t.dtype.size
+            t.holder = owners[k]
+            return t
+        }
+    }
+
+    /// The non-expert tensors rank `rank`'s file holds.
+    public func heldTensors(rank: Int) -> Set<String> { Set(tensors.filter { $0.holder == rank }.map(\.name)) }
 
     /// `rank-00003-of-00008.safetensors`.
     public static func rankFileName(_ rank: Int, of world: Int) -> String {
@@ -73,6 +110,7 @@ public struct Manifest: Sendable {
                                            ("shape", .array(t.shape.map { .int(Int64($0)) })),
                                            ("expert_sharded", .bool(t.expertSharded))]
                 if let k = t.hfKey { m.append(("hf_key", .string(k))) }
+                if let h = t.holder { m.append(("holder", .int(Int64(h)))) }
                 return .object(m)
             })),
             ("source", .object([
@@ -128,7 +166,15 @@ public struct Manifest: Sendable {
                 throw bad("tensor \(name): shape overflows")
             }
             if sharded, dims.first != nExperts { throw bad("tensor \(name): dim 0 is not n_routed_experts") }
-            return TensorEntry(name: name, dtype: dt, shape: dims, expertSharded: sharded, hfKey: t["hf_key"]?.stringValue)
+            var holder: Int?
+            if !sharded {
+                let h = try int(t["holder"], "holder")
+                guard h < world else { throw bad("tensor \(name): holder \(h) is not a rank of \(world)") }
+                holder = h
+            } else if t["holder"] != nil {
+                throw bad("tensor \(name): an expert-sharded tensor has no holder")
+            }
+            return TensorEntry(name: name, dtype: dt, shape: dims, expertSharded: sharded, hfKey: t["hf_key"]?.stringValue, holder: holder)
         }
         guard let source = json["source"], let dir = source["directory"]?.stringValue,
               let prefix = source["hf_prefix"]?.stringValue, let cfg = source["config"] else { throw bad("missing \"source\"") }

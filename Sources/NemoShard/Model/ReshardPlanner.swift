@@ -5,20 +5,21 @@ public struct ReshardPlanner {
 
     public init(source: ShardedCheckpoint) { self.source = source }
 
-    /// The internal state dict of a rank holding `range`: grouped tensors sliced to `range`,
-    /// non-expert tensors copied from the file of old rank `denseSource`.
-    public func plan(range: ExpertRange, denseSource: Int) throws -> TransferPlan {
+    /// The internal state dict of a rank holding `range`: grouped tensors sliced to `range`, and
+    /// the non-expert tensors `nonExpert` accepts (all by default), each copied from its holder's file.
+    public func plan(range: ExpertRange, nonExpert: (String) -> Bool = { _ in true }) throws -> TransferPlan {
         let m = source.manifest
         let owners = source.ownerRanks
         var plan = TransferPlan(files: m.ranks.map { source.path(ofRank: $0.rank) })
         for t in m.tensors {
             let out = plan.outputs.count
             if !t.expertSharded {
-                guard let loc = source.locations[denseSource][t.name] else {
-                    throw CheckpointError(path: source.path(ofRank: denseSource), "tensor \"\(t.name)\" is missing")
+                guard nonExpert(t.name) else { continue }
+                guard let holder = t.holder, holder < source.locations.count, let loc = source.locations[holder][t.name] else {
+                    throw CheckpointError(path: source.directory, "tensor \"\(t.name)\" is in no rank file")
                 }
                 plan.outputs.append(TensorSpec(name: t.name, dtype: t.dtype, shape: t.shape))
-                plan.pieces.append(Piece(source: SourceRange(file: denseSource, offset: loc.offset, count: loc.byteCount),
+                plan.pieces.append(Piece(source: SourceRange(file: holder, offset: loc.offset, count: loc.byteCount),
                                          transform: .copy, output: out, destOffset: 0))
                 continue
             }

@@ -1,5 +1,6 @@
-/// A per-rank checkpoint directory (`nemoshard.json` + one safetensors file per rank),
-/// with every rank file's header validated against the manifest.
+/// A per-rank checkpoint directory (`nemoshard.json` + one safetensors file per rank: the rank's
+/// grouped experts and the non-expert tensors it holds), with every rank file's header validated
+/// against the manifest.
 public struct ShardedCheckpoint: Sendable {
     /// Where one tensor's bytes are in a rank file.
     public struct Location: Sendable, Equatable {
@@ -29,6 +30,12 @@ public struct ShardedCheckpoint: Sendable {
                     if file.header[t.name] != nil { throw CheckpointError(path: path, "tensor \"\(t.name)\": rank \(r.rank) holds no experts but the file has it") }
                     continue
                 }
+                if !t.expertSharded && t.holder != r.rank {
+                    if file.header[t.name] != nil {
+                        throw CheckpointError(path: path, "tensor \"\(t.name)\": \(Manifest.fileName) puts it in rank \(t.holder ?? -1)'s file, but rank \(r.rank)'s file has it")
+                    }
+                    continue
+                }
                 guard let info = file.header[t.name] else {
                     throw CheckpointError(path: path, "tensor \"\(t.name)\" listed in \(Manifest.fileName) is missing")
                 }
@@ -53,10 +60,7 @@ public struct ShardedCheckpoint: Sendable {
     }
 
     /// Ranks that write for their expert range: the lowest rank of each distinct range (replicas skip).
-    public var ownerRanks: [Int] {
-        var seen = Set<[Int]>()
-        return manifest.ranks.filter { seen.insert([$0.experts.start, $0.experts.end]).inserted }.map(\.rank)
-    }
+    public var ownerRanks: [Int] { Manifest.ownerRanks(manifest.ranks) }
 
     public func toJSON() -> JSON {
         .object([
