@@ -190,11 +190,9 @@ public final class PlanExecutor {
 /// A batch's source bytes in memory: a read-only mapping of just that range (unmapped right after),
 /// or, where mapping fails, a `pread` into the worker's scratch.
 enum SourceWindow {
-    static let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-
     static func with(file: SystemFile, offset: Int, count: Int, scratch: ScratchBuffer,
                      _ body: (UnsafeRawPointer) throws -> Void) throws {
-        let start = offset / page * page
+        let start = offset / Memory.pageSize * Memory.pageSize
         let length = offset + count - start
         if count > 0, let m = mmap(nil, length, PROT_READ, MAP_PRIVATE | MAP_POPULATE, file.fd, off_t(start)), m != MAP_FAILED {
             defer { munmap(m, length) }

@@ -85,9 +85,8 @@ public enum LoadJob {
         }
 
         // A per-rank checkpoint stores each non-expert tensor once, in its holder's file.
-        let held = manifest.heldTensors(rank: world.rank)
-        let expertNames = Set(manifest.tensors.filter(\.expertSharded).map(\.name))
-        let filePlan = plan.keeping { expertNames.contains($0.name) || held.contains($0.name) }
+        let inFile = manifest.fileTensors(rank: world.rank)
+        let filePlan = plan.keeping { inFile.contains($0.name) }
         let staged = try StagedOutput.prepare(outPath, force: o.force, inputs: [o.source], world: world)
         let fileName = Manifest.rankFileName(world.rank, of: world.size)
         var written = t1

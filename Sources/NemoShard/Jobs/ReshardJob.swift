@@ -28,8 +28,8 @@ public enum ReshardJob {
             },
             tensors: old.tensors, sourceDirectory: old.sourceDirectory, config: old.config, hfPrefix: old.hfPrefix,
             hfKeys: old.hfKeys, extraFiles: old.extraFiles)
-        let held = manifest.heldTensors(rank: world.rank)
-        let plan = try world.agree { try ReshardPlanner(source: source).plan(range: range, nonExpert: held.contains) }
+        let inFile = manifest.fileTensors(rank: world.rank)
+        let plan = try world.agree { try ReshardPlanner(source: source).plan(range: range).keeping { inFile.contains($0.name) } }
         let t1 = monotonicSeconds()
         var stats = RankStats()
         stats.rank = world.rank

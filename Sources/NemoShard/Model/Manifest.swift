@@ -83,8 +83,11 @@ public struct Manifest: Sendable {
         }
     }
 
-    /// The non-expert tensors rank `rank`'s file holds.
-    public func heldTensors(rank: Int) -> Set<String> { Set(tensors.filter { $0.holder == rank }.map(\.name)) }
+    /// The tensors rank `rank`'s file holds: the grouped ones (sliced to its experts) and the
+    /// non-expert tensors it is the holder of.
+    public func fileTensors(rank: Int) -> Set<String> {
+        Set(tensors.filter { $0.expertSharded || $0.holder == rank }.map(\.name))
+    }
 
     /// `rank-00003-of-00008.safetensors`.
     public static func rankFileName(_ rank: Int, of world: Int) -> String {

@@ -6,15 +6,14 @@ public struct ReshardPlanner {
     public init(source: ShardedCheckpoint) { self.source = source }
 
     /// The internal state dict of a rank holding `range`: grouped tensors sliced to `range`, and
-    /// the non-expert tensors `nonExpert` accepts (all by default), each copied from its holder's file.
-    public func plan(range: ExpertRange, nonExpert: (String) -> Bool = { _ in true }) throws -> TransferPlan {
+    /// the non-expert tensors, each copied from its holder's file.
+    public func plan(range: ExpertRange) throws -> TransferPlan {
         let m = source.manifest
         let owners = source.ownerRanks
         var plan = TransferPlan(files: m.ranks.map { source.path(ofRank: $0.rank) })
         for t in m.tensors {
             let out = plan.outputs.count
             if !t.expertSharded {
-                guard nonExpert(t.name) else { continue }
                 guard let holder = t.holder, holder < source.locations.count, let loc = source.locations[holder][t.name] else {
                     throw CheckpointError(path: source.directory, "tensor \"\(t.name)\" is in no rank file")
                 }
