@@ -73,11 +73,14 @@ let commands: [CommandSpec] = [
                   --force        replace an existing DIR
                   --json         print the summary as JSON
                 """),
-    CommandSpec(name: "verify", usage: "[mpirun -n N] nemoshard verify A B [--dtype bf16|f16|f32] [--json]",
+    CommandSpec(name: "verify", usage: "[mpirun -n N] nemoshard verify A B [--dtype bf16|f16|f32] [--strict] [--json]",
                 summary: "compare two checkpoints (HF or per-rank, any mesh) tensor by tensor; exit 1 on a difference",
-                positionals: ["A", "B"], optionalPositionals: 0, options: ["--dtype"], flags: ["--json"],
+                positionals: ["A", "B"], optionalPositionals: 0, options: ["--dtype"], flags: ["--json", "--strict"],
                 help: """
                   --dtype D   expert dtype an HF checkpoint is viewed in (as load would produce; default bf16)
+                  --strict    also fail on what the internal view ignores: keys from_hf drops that only
+                              one side has (_scale_inv, expert gate_proj, layers past num_hidden_layers)
+                              and config.json fields that differ (listed as "ignored" otherwise)
                   --json      print checksums and differences as JSON
                 """),
 ]

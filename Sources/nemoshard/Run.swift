@@ -82,11 +82,7 @@ func synth(_ args: Arguments) throws -> Int32 {
     o.modelPrefix = args.has("--model-prefix")
     o.embedTokensName = args.has("--embed-tokens")
     let out = args.positionals[0]
-    if FS.exists(out), !((try? FS.list(out))?.isEmpty ?? false) {
-        guard args.has("--force") else { throw UsageError("\(out) exists; pass --force to replace it") }
-        FS.removeTree(out)
-    }
-    let entries = try SyntheticCheckpoint.write(to: out, options: o)
+    let entries = try SyntheticCheckpoint.create(at: out, options: o, force: args.has("--force"))
     let bytes = entries.reduce(0) { $0 + $1.shape.reduce(1, *) * $1.dtype.size }
     print("wrote \(out): pattern \(o.preset.pattern)\(o.preset.mtpPattern.isEmpty ? "" : ", mtp \(o.preset.mtpPattern)"), "
           + "\(o.preset.experts) experts, \(entries.count) tensors, \(formatBytes(bytes))")
@@ -159,6 +155,7 @@ func reshard(_ args: Arguments) throws -> Int32 {
 func verify(_ args: Arguments) throws -> Int32 {
     var o = VerifyJob.Options(a: args.positionals[0], b: args.positionals[1])
     o.dtype = try dtypeOption(args, "--dtype") ?? .bf16
+    o.strict = args.has("--strict")
     let world = try MPIRuntime.start()
     let r = try VerifyJob.run(o, world: world)
     if world.rank == 0 {
@@ -167,6 +164,9 @@ func verify(_ args: Arguments) throws -> Int32 {
         } else {
             for t in r.a {
                 print("\(hexChecksum(t.checksum))  \(t.dtype.rawValue) \(t.shape)  \(t.name)")
+            }
+            if !o.strict {
+                for note in r.ignored { print("ignored (--strict counts it): \(note)") }
             }
             if r.equal {
                 print("equal: \(r.a.count) tensors, \(formatBytes(r.report.totalRead)) read by \(world.size) rank(s)")

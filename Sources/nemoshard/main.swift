@@ -27,6 +27,25 @@ if rest.contains("--help") || rest.contains("-h") {
 /// Commands that run under mpirun start MPI first, so every error path can wait for rank 0's message.
 let mpiCommands: Set<String> = ["load", "save-hf", "reshard", "verify"]
 
+/// Ranks in the job that started this process (1 without mpirun).
+let launchedWorldSize = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"].compactMap { (name: String) -> Int? in
+    getenv(name).flatMap { Int(String(cString: $0)) }
+}.first ?? 1
+
+// Before MPI starts any thread: SIGINT/SIGTERM/SIGHUP remove this job's staging directory.
+Interruption.install { signal in
+    guard worldRank == 0 else { return }
+    let name = [SIGINT: "SIGINT", SIGTERM: "SIGTERM", SIGHUP: "SIGHUP"][signal] ?? "signal \(signal)"
+    fputs("nemoshard: error: interrupted by \(name); the unfinished output was removed\n", stderr)
+}
+
+if !mpiCommands.contains(spec.name), launchedWorldSize > 1 {
+    if worldRank == 0 {
+        fputs("nemoshard: error: '\(spec.name)' runs in one process; start it without mpirun (this job has \(launchedWorldSize) ranks)\n", stderr)
+    }
+    exit(2)
+}
+
 /// Prints `message` once (rank 0), lets every rank catch up, and exits with `code`.
 func finish(_ message: String, code: Int32) -> Never {
     if currentRank() == 0 { fputs(message, stderr) }

@@ -133,8 +133,9 @@ final class FaultTests: XCTestCase {
         }
         try writeFileAtomically(dir + "/sharded/nemoshard.json", Array(JSON.object(m).serialized().utf8))
         let parent = temporaryDirectory(self)
-        try assertFails(["save-hf", dir + "/sharded", parent + "/out"], ["rank-00000-of-00002.safetensors", "dim 0 is 5 but rank 0 holds experts [0,4)"], parent: parent)
-        try assertFails(["reshard", dir + "/sharded", "--out", parent + "/out"], ["dim 0 is 5"], parent: parent)
+        // The ranges are the mesh's to decide: an edited range is caught before any rank file is read.
+        try assertFails(["save-hf", dir + "/sharded", parent + "/out"], ["nemoshard.json", "rank 0 has expert range [0,4), but mesh ep=2 gives it [0,5)"], parent: parent)
+        try assertFails(["reshard", dir + "/sharded", "--out", parent + "/out"], ["rank 0 has expert range [0,4)"], parent: parent)
         // A non-expert tensor is stored once: the manifest moving it to the other rank's file disagrees
         // with both files.
         var moved = try JSON.parse(try readWholeFile(original)).objectValue!

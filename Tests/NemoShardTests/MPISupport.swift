@@ -22,15 +22,16 @@ struct CLI {
     }
 
     /// `ranks == nil`: run the binary directly; else `scripts/mpirun -n ranks [prefix] nemoshard args`.
+    /// A run that takes longer than `timeout` seconds is ended (a hang fails the test, never the suite).
     @discardableResult
-    static func run(_ args: [String], ranks: Int? = nil, env: [String: String] = [:], mpmd: [String]? = nil) throws -> Output {
+    static func run(_ args: [String], ranks: Int? = nil, env: [String: String] = [:], mpmd: [String]? = nil,
+                    timeout: Int = 300) throws -> Output {
         let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
         if let ranks {
-            p.executableURL = URL(fileURLWithPath: packageRoot + "/scripts/mpirun")
-            p.arguments = ["-n", String(ranks), binary] + args + (mpmd ?? [])
+            p.arguments = ["-k", "5", String(timeout), packageRoot + "/scripts/mpirun", "-n", String(ranks), binary] + args + (mpmd ?? [])
         } else {
-            p.executableURL = URL(fileURLWithPath: binary)
-            p.arguments = args
+            p.arguments = ["-k", "5", String(timeout), binary] + args
         }
         var environment = ProcessInfo.processInfo.environment
         for (k, v) in env { environment[k] = v }

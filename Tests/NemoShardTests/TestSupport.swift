@@ -87,3 +87,6 @@ extension Array where Element == UInt8 {
         }
     }
 }
+
+/// A whole test file (tests read their own outputs; the library's reads are capped per kind).
+func readWholeFile(_ path: String) throws -> [UInt8] { try NemoShard.readWholeFile(path, limit: 1 << 30) }

@@ -52,3 +52,16 @@ public struct UsageError: Error, CustomStringConvertible {
     public init(_ message: String) { self.message = message }
     public var description: String { message }
 }
+
+/// An output directory that cannot be written now (another job holds it, it changed under us).
+public struct OutputError: Error, CustomStringConvertible {
+    public let path: String
+    public let reason: String
+
+    public init(path: String, _ reason: String) {
+        self.path = path
+        self.reason = reason
+    }
+
+    public var description: String { "output \(path) \(reason)" }
+}

@@ -91,14 +91,14 @@ public enum LoadJob {
         let fileName = Manifest.rankFileName(world.rank, of: world.size)
         var written = t1
         let exec = try staged.run(write: {
-            let w = try SafetensorsWriter(path: staged.directory.stagingPath(fileName), specs: filePlan.outputs,
+            let w = try SafetensorsWriter(path: staged.stagingPath(fileName), specs: filePlan.outputs,
                                           metadata: rankMetadata(rank: world.rank, range: range, world: world.size))
             stats.bytesWritten = w.fileSize
             let exec = try executor.run(filePlan, into: FileSink(writer: w), progress: progress(of: filePlan))
             written = monotonicSeconds()
             return (exec, [w])
         }, finish: {
-            try writeFileAtomically(staged.directory.stagingPath(Manifest.fileName),
+            try writeFileAtomically(staged.stagingPath(Manifest.fileName),
                                     Array(manifest.toJSON().serialized(indent: 1).utf8))
         })
         let t2 = monotonicSeconds()

@@ -1,75 +1,194 @@
+import CKernels
 import Glibc
 
-/// An output checkpoint directory that is committed all at once: every file is written into a
-/// hidden staging directory beside the target, and only `commit()` (rank 0, after every rank
-/// succeeded) swaps it into place. A failed or killed job leaves the target as it was.
-public struct OutputDirectory: Sendable {
-    /// Where the checkpoint ends up.
+/// An output checkpoint directory that is committed all at once. The protocol, the same for every
+/// writing command:
+/// - the output's real path (parent resolved, the output itself never a link) is compared with
+///   every input's real path before anything is created;
+/// - rank 0 holds an exclusive lock beside the output from `prepare` to `commit`/`abandon`;
+/// - files are written into a staging directory with a name unique to this job;
+/// - `commit` swaps it in with one atomic exchange, so the output path is never missing; where the
+///   file system cannot exchange, the old directory is renamed aside first and the lock file
+///   records it, so the next job restores it if this one dies in between;
+/// - nothing is ever removed through a symbolic link, and only names this job (or a killed job,
+///   per its lock record) created are removed.
+public final class OutputDirectory {
+    /// Where the checkpoint ends up, as given.
     public let path: String
-    /// Where its files are written meanwhile.
-    public let staging: String
-    let old: String
+    let name: String
+    /// The directory holding `path`, as given.
+    let parent: String
+    private var lock: OutputLock?
+    /// The staging directory of this job (set by `prepare`).
+    public private(set) var staging: String?
 
-    /// Names only; touches nothing.
-    public init(path: String) {
+    /// Checks the name only (no file system access): `''`, `.`, `..` and `/` are usage errors.
+    public init(path: String) throws {
         var p = path
         while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
+        let name = FS.baseName(p)
+        guard !p.isEmpty, p != "/", name != ".", name != ".." else {
+            throw UsageError("the output must name a directory to create, not \"\(path)\"")
+        }
         self.path = p
-        let parent = FS.parent(p)
-        let name = p.split(separator: "/").last.map(String.init) ?? p
-        staging = FS.join(parent, ".\(name).nemoshard-staging")
-        old = FS.join(parent, ".\(name).nemoshard-old")
+        self.name = name
+        parent = FS.parent(p)
     }
 
-    /// Checks the target (exists without `force`, not writable, inside an input) and creates a
-    /// fresh staging directory. Rank 0 only.
-    public func prepare(force: Bool, inputs: [String]) throws {
-        if FS.exists(path) {
-            guard force else { throw UsageError("output directory \(path) exists; pass --force to replace it") }
-            guard FS.isDirectory(path) else { throw UsageError("output \(path) exists and is not a directory") }
-        }
-        let parent = FS.parent(path)
-        try FS.makeDirectories(parent)
-        guard FS.isWritableDirectory(parent) else { throw UsageError("cannot write into \(parent)") }
-        let target = FS.join(FS.realPath(parent), path.split(separator: "/").last.map(String.init) ?? path)
+    var stagingPrefix: String { ".\(name).nemoshard-staging." }
+    var oldPrefix: String { ".\(name).nemoshard-old." }
+
+    /// Rank 0: checks the target against `inputs`, takes the lock, repairs what a killed job left,
+    /// and creates a fresh staging directory, whose path it returns.
+    public func prepare(force: Bool, inputs: [String]) throws -> String {
+        let target = try FS.join(OutputDirectory.resolvedParent(parent), name)
         for input in inputs {
             let source = FS.realPath(input)
-            if target == source || target.hasPrefix(source + "/") {
+            if target == source || target.hasPrefix(source == "/" ? "/" : source + "/") {
                 throw UsageError("output directory \(path) is inside the input \(input)")
             }
             if source.hasPrefix(target + "/") {
                 throw UsageError("the input \(input) is inside the output directory \(path)")
             }
         }
-        FS.removeTree(staging)  // a killed earlier run may have left one
-        guard mkdir(staging, 0o755) == 0 else { throw IOError("mkdir", path: staging) }
+        try checkTarget(target, force: force)
+        try FS.makeDirectories(parent)
+        guard FS.isWritableDirectory(parent) else { throw UsageError("cannot write into \(parent)") }
+        let realParent = FS.realPath(parent)
+        let lock = try OutputLock(path: FS.join(realParent, ".\(name).nemoshard-lock"), output: path)
+        self.lock = lock
+        Interruption.register(lock: lock.path)
+        do {
+            try repair(lock.leftover, in: realParent, target: target, inputs: inputs)
+            try checkTarget(target, force: force)  // again, under the lock
+            let dir = FS.join(realParent, stagingPrefix + "\(getpid())-\(String(UInt32.random(in: .min ... .max), radix: 16))")
+            try lock.note("pid", String(getpid()))
+            try lock.note("host", hostName())
+            try lock.note("staging", FS.baseName(dir))
+            guard mkdir(dir, 0o755) == 0 else { throw IOError("mkdir", path: dir) }
+            staging = dir
+            Interruption.register(directory: dir)
+            return dir
+        } catch {
+            releaseLock()
+            throw error
+        }
+    }
+
+    /// The real path of `parent`, or of its deepest existing ancestor joined with the rest (so an
+    /// output under a directory still to be created is compared with the inputs before creating it).
+    static func resolvedParent(_ parent: String) throws -> String {
+        var rest: [String] = []
+        var p = parent
+        while true {
+            if let s = try FileStatus.of(p, followLinks: true) {
+                guard s.kind == .directory else { throw UsageError("cannot create the output under \(p): it is \(s.kind.noun)") }
+                return rest.reversed().reduce(FS.realPath(p)) { FS.join($0, $1) }
+            }
+            if p == "/" || p == "." { return FS.realPath(p) }
+            rest.append(FS.baseName(p))
+            p = FS.parent(p)
+        }
+    }
+
+    private func checkTarget(_ target: String, force: Bool) throws {
+        guard let s = try FileStatus.of(target, followLinks: false) else { return }
+        if s.kind == .symbolicLink {
+            throw UsageError("output \(path) is a symbolic link (to \(FS.realPath(target))); nemoshard never writes through or replaces a link: name the directory itself")
+        }
+        guard force else { throw UsageError("output directory \(path) exists; pass --force to replace it") }
+        guard s.kind == .directory else { throw UsageError("output \(path) exists and is \(s.kind.noun), not a directory") }
+    }
+
+    /// Undoes what a killed job recorded: restores an old checkpoint set aside by an interrupted
+    /// commit, then removes its staging and old directories. Only real directories with this
+    /// output's staging or old prefix are touched, and never one that is or holds an input.
+    private func repair(_ record: [String: String], in realParent: String, target: String, inputs: [String]) throws {
+        func ours(_ key: String, _ prefix: String) -> String? {
+            guard let n = record[key], n.hasPrefix(prefix), !n.contains("/") else { return nil }
+            let p = FS.join(realParent, n)
+            guard (try? FileStatus.of(p, followLinks: false))??.kind == .directory else { return nil }
+            for input in inputs {
+                let source = FS.realPath(input)
+                if source == p || source.hasPrefix(p + "/") { return nil }
+            }
+            return p
+        }
+        if let old = ours("old", oldPrefix), !FS.exists(target) {
+            try renameFile(old, target)
+            FS.syncDirectory(realParent)
+            fputs("nemoshard: note: restored \(path) from an interrupted commit\n", stderr)
+        }
+        for (key, prefix) in [("staging", stagingPrefix), ("old", oldPrefix)] {
+            if let p = ours(key, prefix) { FS.removeTree(p) }
+        }
     }
 
     /// Path of `name` inside the staging directory.
-    public func stagingPath(_ name: String) -> String { FS.join(staging, name) }
+    public func stagingPath(_ file: String) -> String { FS.join(staging ?? "", file) }
 
-    /// Swaps the staging directory into place (replacing an old checkpoint). Rank 0 only.
-    public func commit() throws {
-        FS.removeTree(old)
-        let hadOld = FS.exists(path)
-        if hadOld, rename(path, old) != 0 { throw IOError("rename to \(old)", path: path) }
-        guard rename(staging, path) == 0 else {
-            let e = IOError("rename to \(path)", path: staging)
-            if hadOld { rename(old, path) }
-            throw e
+    /// Rank 0: swaps the staging directory into place (replacing an old checkpoint only with
+    /// `force`), removes the old one, and releases the lock.
+    public func commit(force: Bool) throws {
+        guard let staging, let lock else { throw OutputError(path: path, "was not prepared") }
+        // From here a signal leaves the lock record to the next job instead of cleaning up.
+        Interruption.unregister(directory: staging)
+        Interruption.unregister(lock: lock.path)
+        FS.syncDirectory(staging)
+        let realParent = FS.realPath(parent)
+        let target = FS.join(realParent, name)
+        try checkTarget(target, force: force)
+        if FS.exists(target) {
+            if !OutputDirectory.exchangeDisabled, ns_rename_exchange(staging, target) == 0 {
+                // The output path held the old checkpoint until this instant and the new one after.
+                FS.syncDirectory(realParent)
+                Failpoint.hit("exchanged", rank: 0)
+                FS.removeTree(staging)
+            } else if OutputDirectory.exchangeDisabled || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP {
+                let old = FS.join(realParent, oldPrefix + (FS.baseName(staging).split(separator: ".").last.map(String.init) ?? "x"))
+                try lock.note("old", FS.baseName(old))
+                try renameFile(target, old)
+                Failpoint.hit("set-aside", rank: 0)
+                do { try renameFile(staging, target) } catch {
+                    _ = try? renameFile(old, target)
+                    throw error
+                }
+                FS.syncDirectory(realParent)
+                FS.removeTree(old)
+            } else {
+                throw IOError("exchange with \(target)", path: staging)
+            }
+        } else {
+            if ns_rename_noreplace(staging, target) != 0 {
+                if errno == EEXIST || errno == ENOTEMPTY {
+                    throw OutputError(path: path, "appeared while the job ran; it was not replaced")
+                }
+                guard errno == EINVAL || errno == ENOSYS else { throw IOError("rename to \(target)", path: staging) }
+                try renameFile(staging, target)
+            }
+            FS.syncDirectory(realParent)
         }
-        if hadOld { FS.removeTree(old) }
-        syncDirectory(FS.parent(path))
+        self.staging = nil
+        releaseLock()
     }
 
-    /// Removes the staging directory. Rank 0 only.
-    public func abandon() { FS.removeTree(staging) }
-}
+    /// Rank 0: removes the staging directory and releases the lock.
+    public func abandon() {
+        if let staging {
+            FS.removeTree(staging)
+            Interruption.unregister(directory: staging)
+        }
+        staging = nil
+        releaseLock()
+    }
 
-/// fsyncs a directory so renames in it are durable.
-func syncDirectory(_ path: String) {
-    let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    guard fd >= 0 else { return }
-    fsync(fd)
-    close(fd)
+    private func releaseLock() {
+        if let lock { Interruption.unregister(lock: lock.path) }
+        lock?.release()
+        lock = nil
+    }
+
+    /// Tests force the two-rename commit (`NEMOSHARD_NO_RENAME_EXCHANGE=1`), as on a file system
+    /// without `renameat2(RENAME_EXCHANGE)`.
+    static let exchangeDisabled = getenv("NEMOSHARD_NO_RENAME_EXCHANGE").map { String(cString: $0) == "1" } ?? false
 }

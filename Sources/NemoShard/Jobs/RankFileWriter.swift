@@ -2,15 +2,24 @@
 /// commits the file, and lets rank 0 finish (manifest or index) and swap the directory in.
 /// On any rank's failure every temporary is removed and the target is left as it was.
 struct StagedOutput {
-    let directory: OutputDirectory
+    /// The job's staging directory (the same on every rank).
+    let staging: String
+    /// Rank 0's handle on the output (lock, commit); nil on the other ranks.
+    let directory: OutputDirectory?
+    let force: Bool
     let world: Collective
 
-    /// Rank 0 prepares the staging directory; all ranks agree.
+    /// Every rank checks the name; rank 0 prepares (lock, checks against `inputs`, staging) and
+    /// sends the staging path to the others.
     static func prepare(_ path: String, force: Bool, inputs: [String], world: Collective) throws -> StagedOutput {
-        let out = OutputDirectory(path: path)
-        _ = try world.agreeOnRoot { try out.prepare(force: force, inputs: inputs) }
-        return StagedOutput(directory: out, world: world)
+        let out = try world.agree { try OutputDirectory(path: path) }
+        let staging = try world.agreeOnRoot { try out.prepare(force: force, inputs: inputs) }
+        let shared = String(decoding: try world.broadcast(Array((staging ?? "").utf8), root: 0), as: UTF8.self)
+        return StagedOutput(staging: shared, directory: world.rank == 0 ? out : nil, force: force, world: world)
     }
+
+    /// Path of `file` inside the staging directory.
+    func stagingPath(_ file: String) -> String { FS.join(staging, file) }
 
     /// Runs `write` (which returns this rank's finished writers), commits them all after every rank
     /// succeeded, then runs `finish` on rank 0 and commits the directory. Returns what `write` returned.
@@ -28,13 +37,13 @@ struct StagedOutput {
             Failpoint.hit("committed", rank: world.rank)
             _ = try world.agreeOnRoot {
                 try finish()
-                try directory.commit()
+                try directory?.commit(force: force)
             }
             return value
         } catch {
             writers = []
             try? world.barrier()
-            if world.rank == 0 { directory.abandon() }
+            directory?.abandon()
             throw error
         }
     }

@@ -38,12 +38,12 @@ public enum ReshardJob {
         let staged = try StagedOutput.prepare(o.output, force: o.force, inputs: [o.source], world: world)
         let fileName = Manifest.rankFileName(world.rank, of: world.size)
         let exec = try staged.run(write: {
-            let w = try SafetensorsWriter(path: staged.directory.stagingPath(fileName), specs: plan.outputs,
+            let w = try SafetensorsWriter(path: staged.stagingPath(fileName), specs: plan.outputs,
                                           metadata: LoadJob.rankMetadata(rank: world.rank, range: range, world: world.size))
             stats.bytesWritten = w.fileSize
             return (try PlanExecutor(chunkBytes: o.chunkBytes, threads: o.threads).run(plan, into: FileSink(writer: w)), [w])
         }, finish: {
-            try writeFileAtomically(staged.directory.stagingPath(Manifest.fileName), Array(manifest.toJSON().serialized(indent: 1).utf8))
+            try writeFileAtomically(staged.stagingPath(Manifest.fileName), Array(manifest.toJSON().serialized(indent: 1).utf8))
         })
         let t2 = monotonicSeconds()
         stats.bytesRead = exec.bytesRead

@@ -72,7 +72,7 @@ public enum SaveHFJob {
                 var writers: [SafetensorsWriter] = []
                 var map: [(writer: Int, tensor: Int)] = Array(repeating: (0, 0), count: specs.count)
                 for (k, g) in groups.enumerated() {
-                    let w = try SafetensorsWriter(path: staged.directory.stagingPath(shardName(first + k)),
+                    let w = try SafetensorsWriter(path: staged.stagingPath(shardName(first + k)),
                                                   specs: g.map { specs[$0] }, metadata: [("format", "pt")])
                     for (j, i) in g.enumerated() { map[i] = (k, j) }
                     writers.append(w)
@@ -104,7 +104,7 @@ public enum SaveHFJob {
             var failure: Error?
             for (k, g) in groups.enumerated() {
                 do {
-                    let w = try SafetensorsWriter(path: staged.directory.stagingPath(shardName(k)),
+                    let w = try SafetensorsWriter(path: staged.stagingPath(shardName(k)),
                                                   specs: g.map { specs[$0] }, metadata: [("format", "pt")])
                     add(try executor.run(subPlan(g), into: FileSink(writer: w)))
                     writers.append(w)
@@ -118,7 +118,7 @@ public enum SaveHFJob {
                     guard failure == nil else { continue }
                     guard image.count > 1 else { continue }  // that rank failed; it reports its own error
                     do {
-                        let path = staged.directory.stagingPath(shardName(rFirst + k))
+                        let path = staged.stagingPath(shardName(rFirst + k))
                         let tmp = temporaryName(for: path)
                         let f = try SystemFile(creatingAt: tmp)
                         try image.withUnsafeBytes { try f.write($0, at: 0) }
@@ -145,11 +145,11 @@ public enum SaveHFJob {
             weightMap.sort { $0.0 < $1.0 }
             let index = JSON.object([("metadata", .object([("total_size", .int(Int64(totalSize)))])),
                                      ("weight_map", .object(weightMap.map { ($0.0, .string($0.1)) }))])
-            try writeFileAtomically(staged.directory.stagingPath(HFCheckpoint.indexName), Array(index.serialized(indent: 2).utf8))
-            try writeFileAtomically(staged.directory.stagingPath("config.json"), Array(m.config.serialized(indent: 2).utf8))
+            try writeFileAtomically(staged.stagingPath(HFCheckpoint.indexName), Array(index.serialized(indent: 2).utf8))
+            try writeFileAtomically(staged.stagingPath("config.json"), Array(m.config.serialized(indent: 2).utf8))
             for name in m.extraFiles where !name.contains("/") {
                 let from = FS.join(m.sourceDirectory, name)
-                if FS.exists(from) { try FS.copyFile(from: from, to: staged.directory.stagingPath(name)) }
+                if FS.exists(from) { try FS.copyFile(from: from, to: staged.stagingPath(name)) }
             }
         })
         let t2 = monotonicSeconds()
@@ -163,9 +163,4 @@ public enum SaveHFJob {
         report.notes = [("shards", .int(Int64(total)))]
         return report
     }
-}
-
-/// rename(2) with an error naming both paths.
-func renameFile(_ from: String, _ to: String) throws {
-    guard rename(from, to) == 0 else { throw IOError("rename to \(to)", path: from) }
 }

@@ -150,7 +150,23 @@ public enum SyntheticCheckpoint {
         return .object(m)
     }
 
-    /// Writes the checkpoint into `directory` (created if needed). Returns the tensor entries.
+    /// Creates the checkpoint as a new output directory with the output protocol (lock, staging,
+    /// atomic commit): a failure such as a full disk leaves nothing behind. Returns the entries.
+    @discardableResult
+    public static func create(at path: String, options o: Options, force: Bool) throws -> [Entry] {
+        _ = try entries(o)
+        let staged = try StagedOutput.prepare(path, force: force, inputs: [], world: SoloCollective())
+        do {
+            let all = try write(to: staged.staging, options: o)
+            try staged.directory?.commit(force: force)
+            return all
+        } catch {
+            staged.directory?.abandon()
+            throw error
+        }
+    }
+
+    /// Writes the checkpoint's files into `directory` (created if needed). Returns the tensor entries.
     @discardableResult
     public static func write(to directory: String, options o: Options) throws -> [Entry] {
         let all = try entries(o)

@@ -9,6 +9,8 @@ public enum VerifyJob {
         public var b: String
         /// dtype of grouped experts when an HF checkpoint is viewed through `from_hf`.
         public var dtype: DType = .bf16
+        /// Count what the comparison otherwise ignores (keys `from_hf` drops, config.json) as differences.
+        public var strict = false
         public var chunkBytes = PlanExecutor.defaultChunkBytes
         public init(a: String, b: String) {
             self.a = a
@@ -37,6 +39,9 @@ public enum VerifyJob {
         public let a: [TensorSum]
         public let b: [TensorSum]
         public let differences: [String]
+        /// What the internal view does not show but the two checkpoints do not share: keys one side
+        /// has that `from_hf` drops, and config.json fields. Differences under `strict`.
+        public let ignored: [String]
         public let report: JobReport
         public var equal: Bool { differences.isEmpty }
 
@@ -47,6 +52,7 @@ public enum VerifyJob {
             return .object([("equal", .bool(equal)), ("tensors_a", .int(Int64(a.count))), ("tensors_b", .int(Int64(b.count))),
                             ("differences", .array(differences.prefix(100).map { .string($0) })),
                             ("difference_count", .int(Int64(differences.count))),
+                            ("ignored", .array(ignored.map { .string($0) })),
                             ("checksums_a", sums(a)), ("checksums_b", sums(b)), ("report", report.json())])
         }
     }
@@ -55,6 +61,16 @@ public enum VerifyJob {
     struct View {
         let plan: TransferPlan
         let grouped: [Bool]
+        /// Source HF keys that `from_hf` drops, with the reason.
+        let dropped: [String: String]
+        let config: JSON
+    }
+
+    /// The HF keys of `keys` that `adapter` drops, with the reason.
+    static func droppedKeys(_ keys: [String], _ adapter: NemotronV3Adapter) -> [String: String] {
+        var out: [String: String] = [:]
+        for k in keys { if case let .drop(why)? = try? adapter.classify(k) { out[k] = why } }
+        return out
     }
 
     static func view(_ path: String, dtype: DType, world: Collective) throws -> View {
@@ -63,7 +79,9 @@ public enum VerifyJob {
             let all = ExpertRange(start: 0, end: s.manifest.nRoutedExperts)
             let plan = try ReshardPlanner(source: s).plan(range: all)
             let sharded = Set(s.manifest.tensors.filter(\.expertSharded).map(\.name))
-            return View(plan: plan, grouped: plan.outputs.map { sharded.contains($0.name) })
+            let adapter = NemotronV3Adapter(config: try s.manifest.nemotronConfig())
+            return View(plan: plan, grouped: plan.outputs.map { sharded.contains($0.name) },
+                        dropped: droppedKeys(s.manifest.hfKeys, adapter), config: s.manifest.config)
         }
         let c = try HFCheckpoint.openShared(path, world: world)
         let planner = LoadPlanner(checkpoint: c, expertDType: dtype)
@@ -71,7 +89,8 @@ public enum VerifyJob {
             try planner.plan(range: ExpertRange(start: 0, end: c.config.nRoutedExperts ?? 0), rank: nil)
         }
         let grouped = try Set(planner.globalTensors(try planner.layout()).filter { $0.expertLayer != nil }.map(\.name))
-        return View(plan: plan, grouped: plan.outputs.map { grouped.contains($0.name) })
+        return View(plan: plan, grouped: plan.outputs.map { grouped.contains($0.name) },
+                    dropped: droppedKeys(c.tensors.map(\.name), planner.adapter), config: c.config.json)
     }
 
     /// This rank's share of `view`: slices whose (name, slice) hash falls on it; returns checksums.
@@ -134,7 +153,23 @@ public enum VerifyJob {
         var report = JobReport(command: "verify", mesh: nil, worldSize: world.size)
         report.phases = [("plan", t1 - t0), ("read+checksum", t2 - t1)]
         report.ranks = try RankStats.gather(stats, over: world)
-        return Result(a: sa, b: sb, differences: compare(sa, sb), report: report)
+        let ignored = ignoredDifferences(va, vb)
+        return Result(a: sa, b: sb, differences: compare(sa, sb) + (o.strict ? ignored : []), ignored: ignored, report: report)
+    }
+
+    /// Dropped keys only one side has, and config.json fields that differ.
+    static func ignoredDifferences(_ a: View, _ b: View) -> [String] {
+        var out: [String] = []
+        for (side, mine, theirs) in [("A", a.dropped, b.dropped), ("B", b.dropped, a.dropped)] {
+            for k in mine.keys.sorted() where theirs[k] == nil {
+                out.append("\(k): only in \(side), dropped by from_hf (\(mine[k] ?? ""))")
+            }
+        }
+        let ca = a.config.objectValue ?? [], cb = b.config.objectValue ?? []
+        let ma = Dictionary(ca, uniquingKeysWith: { x, _ in x }), mb = Dictionary(cb, uniquingKeysWith: { x, _ in x })
+        let fields = (ca.map(\.0) + cb.map(\.0).filter { ma[$0] == nil }).filter { ma[$0] != mb[$0] }
+        if !fields.isEmpty { out.append("config.json differs in \(fields.map { "\"\($0)\"" }.joined(separator: ", "))") }
+        return out
     }
 
     /// Differences between two logical views, in name order.

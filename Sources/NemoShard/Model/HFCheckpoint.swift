@@ -29,12 +29,12 @@ public struct HFCheckpoint: Sendable {
 
     /// Reads the config, the index (or the single file) and every header, validating all of them.
     public static func open(_ directory: String) throws -> HFCheckpoint {
-        guard FS.isDirectory(directory) else { throw CheckpointError(path: directory, "not a directory") }
+        try FS.requireDirectory(directory)
         let config = try NemotronConfig(path: FS.join(directory, "config.json"))
         let indexPath = FS.join(directory, indexName)
         var weightMap: [(String, String)] = []
         if FS.exists(indexPath) {
-            weightMap = try parseIndex(try readWholeFile(indexPath), path: indexPath)
+            weightMap = try parseIndex(try readWholeFile(indexPath, limit: ReadLimit.index), path: indexPath)
         } else if FS.exists(FS.join(directory, singleName)) {
             let f = try SafetensorsFile(path: FS.join(directory, singleName))
             weightMap = f.header.tensors.map { ($0.name, singleName) }
@@ -68,12 +68,29 @@ public struct HFCheckpoint: Sendable {
             tensors.append(HFTensor(name: key, file: i, dtype: info.dtype, shape: info.shape,
                                     offset: headers[i].dataStart + info.begin, byteCount: info.byteCount))
         }
-        let extras = try FS.list(directory).filter { name in
-            !name.hasSuffix(".safetensors") && name != indexName && name != "config.json" && name != Manifest.fileName
-                && !name.hasPrefix(".") && !FS.isDirectory(FS.join(directory, name))
-        }
+        guard !tensors.isEmpty else { throw CheckpointError(path: FS.join(directory, weightMap.isEmpty ? indexName : singleName), "lists no tensors") }
+        let extras = try extraFiles(in: directory)
         return HFCheckpoint(directory: FS.realPath(directory), config: config, files: files, tensors: tensors,
                             extraFiles: extras)
+    }
+
+    /// The small files carried along on export (tokenizer, generation config, ...): the regular
+    /// files of `directory` other than weights, index, config and manifest. Subdirectories are
+    /// skipped; a FIFO, device, socket or dangling link is an error (it would hang or never end).
+    static func extraFiles(in directory: String) throws -> [String] {
+        try FS.list(directory).filter { name in
+            guard !name.hasSuffix(".safetensors"), name != indexName, name != "config.json", name != Manifest.fileName,
+                  !name.hasPrefix(".") else { return false }
+            let path = FS.join(directory, name)
+            guard let s = try FileStatus.of(path, followLinks: true) else {
+                throw CheckpointError(path: path, "is a dangling symbolic link")
+            }
+            switch s.kind {
+            case .regular: return true
+            case .directory: return false
+            default: throw CheckpointError(path: path, "is \(s.kind.noun); a checkpoint directory may hold only regular files and directories")
+            }
+        }
     }
 
     /// The weight map of `model.safetensors.index.json`: (key, file) in document order. File names

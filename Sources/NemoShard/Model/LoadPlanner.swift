@@ -46,7 +46,11 @@ public struct LoadPlanner {
             out.hfPrefix = first.name.hasPrefix("model.") ? "model." : "backbone."
         }
         for t in checkpoint.tensors {
-            switch try adapter.classify(t.name) {
+            let role: HFKeyRole
+            do { role = try adapter.classify(t.name) } catch let e as CheckpointError where e.path == t.name {
+                throw CheckpointError(path: checkpoint.path(ofFile: t.file), "\"\(t.name)\": \(e.reason)")
+            }
+            switch role {
             case let .drop(why):
                 out.dropped.append("\(t.name) (\(why))")
                 if why.hasPrefix("gate_proj"), let m = NemotronV3Adapter.matchExpert(
@@ -67,8 +71,21 @@ public struct LoadPlanner {
                     throw CheckpointError(path: checkpoint.path(ofFile: t.file),
                                           "\"\(t.name)\": expert id \(expert) >= n_routed_experts \(nExperts)")
                 }
+                if let other = out.experts[slot]?[projection]?[expert] {
+                    throw CheckpointError(path: checkpoint.path(ofFile: t.file),
+                                          "\"\(t.name)\" and \"\(other.name)\" are both expert \(expert)'s \(projection.rawValue) of layer \(slot.layer)")
+                }
                 out.layersWithExperts[slot.namespace, default: []].insert(slot.layer)
                 out.experts[slot, default: [:]][projection, default: [:]][expert] = t
+            }
+        }
+        // Every MoE layer of the pattern needs its experts, even when none of its keys exist (the
+        // MTP head's only when the checkpoint ships MTP weights at all).
+        if adapter.nRoutedExperts != nil {
+            let config = checkpoint.config
+            for (i, b) in config.layers.enumerated() where b == .moe { out.layersWithExperts[.backbone, default: []].insert(i) }
+            if checkpoint.tensors.contains(where: { $0.name.hasPrefix("mtp.") }) {
+                for (i, b) in config.mtpLayers.enumerated() where b == .moe { out.layersWithExperts[.mtp, default: []].insert(i) }
             }
         }
         return out

@@ -146,8 +146,10 @@ public struct Manifest: Sendable {
         } catch let e as UsageError { throw bad(e.message) }
         guard mesh.worldSize == worldSize else { throw bad("mesh \(mesh) does not have world_size \(worldSize) ranks") }
         let nExperts = try int(json["n_routed_experts"], "n_routed_experts")
+        guard nExperts <= NemotronConfig.maxRoutedExperts else { throw bad("\"n_routed_experts\" is \(nExperts), more than \(NemotronConfig.maxRoutedExperts)") }
         nRoutedExperts = nExperts
         let world = worldSize
+        let shape = mesh
         guard let rankList = json["ranks"]?.arrayValue, rankList.count == world else {
             throw bad("\"ranks\" must list \(world) ranks")
         }
@@ -156,8 +158,12 @@ public struct Manifest: Sendable {
                   let e = r["experts"]?.arrayValue, e.count == 2 else { throw bad("rank entry \(i) is malformed") }
             let range = ExpertRange(start: try int(e[0], "experts"), end: try int(e[1], "experts"))
             guard range.start <= range.end, range.end <= nExperts else { throw bad("rank \(i) has expert range \(range) outside 0..<\(nExperts)") }
+            let expected = shape.expertRange(of: i, experts: nExperts)
+            guard range == expected else { throw bad("rank \(i) has expert range \(range), but mesh \(shape) gives it \(expected)") }
+            guard file.hasSuffix(".safetensors"), !file.hasPrefix(".") else { throw bad("rank \(i)'s file \"\(file)\" is not a .safetensors name") }
             return RankEntry(rank: i, file: file, experts: range)
         }
+        guard Set(ranks.map(\.file)).count == ranks.count else { throw bad("two ranks name the same file") }
         guard let tensorList = json["tensors"]?.arrayValue else { throw bad("missing \"tensors\"") }
         tensors = try tensorList.map { t in
             guard let name = t["name"]?.stringValue, let dt = t["dtype"]?.stringValue.flatMap(DType.init(rawValue:)),
@@ -179,6 +185,11 @@ public struct Manifest: Sendable {
             }
             return TensorEntry(name: name, dtype: dt, shape: dims, expertSharded: sharded, hfKey: t["hf_key"]?.stringValue, holder: holder)
         }
+        var names = Set<String>(), keys = Set<String>()
+        for t in tensors {
+            guard names.insert(t.name).inserted else { throw bad("tensor \"\(t.name)\" is listed twice") }
+            if let k = t.hfKey, !keys.insert(k).inserted { throw bad("two tensors have hf_key \"\(k)\"") }
+        }
         guard let source = json["source"], let dir = source["directory"]?.stringValue,
               let prefix = source["hf_prefix"]?.stringValue, let cfg = source["config"] else { throw bad("missing \"source\"") }
         sourceDirectory = dir
@@ -193,7 +204,7 @@ public struct Manifest: Sendable {
         let path = FS.join(directory, fileName)
         guard FS.exists(path) else { throw CheckpointError(path: directory, "no \(fileName): not a per-rank checkpoint") }
         let json: JSON
-        do { json = try JSON.parse(try readWholeFile(path)) } catch let e as JSONError {
+        do { json = try JSON.parse(try readWholeFile(path, limit: ReadLimit.index)) } catch let e as JSONError {
             throw CheckpointError(path: path, "not valid JSON: \(e)")
         }
         return try Manifest(json: json, path: path)

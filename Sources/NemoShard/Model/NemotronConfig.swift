@@ -48,6 +48,10 @@ public struct NemotronConfig: Sendable {
     /// Whether any layer (backbone or MTP) is a mixture of experts.
     public var hasExperts: Bool { layers.contains(.moe) || mtpLayers.contains(.moe) }
 
+    /// Upper bound on `n_routed_experts` (real models have at most a few hundred): a corrupt value
+    /// must not make every rank enumerate billions of experts.
+    public static let maxRoutedExperts = 65_536
+
     /// Parses and checks a config document; `path` names the file in errors.
     public init(json: JSON, path: String) throws {
         func bad(_ reason: String) -> CheckpointError { CheckpointError(path: path, reason) }
@@ -101,12 +105,15 @@ public struct NemotronConfig: Sendable {
         moeIntermediateSize = try int("moe_intermediate_size", required: needsExperts)
         moeLatentSize = try int("moe_latent_size", required: false)
         if needsExperts, nRoutedExperts == 0 { throw bad("\"n_routed_experts\" is 0 but the pattern has MoE layers") }
+        if let n = nRoutedExperts, n > NemotronConfig.maxRoutedExperts {
+            throw bad("\"n_routed_experts\" is \(n), more than the \(NemotronConfig.maxRoutedExperts) nemoshard accepts")
+        }
     }
 
     /// Reads and parses `path`.
     public init(path: String) throws {
         let bytes: [UInt8]
-        do { bytes = try readWholeFile(path) } catch let e as IOError where e.code == ENOENT_CODE {
+        do { bytes = try readWholeFile(path, limit: ReadLimit.config) } catch let e as IOError where e.code == ENOENT_CODE {
             throw CheckpointError(path: path, "missing config.json")
         }
         let json: JSON

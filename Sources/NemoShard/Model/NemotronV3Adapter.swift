@@ -66,6 +66,9 @@ public struct NemotronV3Adapter: Sendable {
         guard nRoutedExperts != nil else { return .rename(outName) }  // dense: pure renames
         if stripped.contains(".mixer.experts."), stripped.hasSuffix(".weight") {
             guard let m = NemotronV3Adapter.matchExpert(stripped) else { return .rename(outName) }
+            for (what, digits) in [("layer index", m.layer), ("expert id", m.expert)] where digits.count > 1 && digits.first == "0" {
+                throw CheckpointError(path: key, "\(what) \"\(digits)\" is not canonical decimal (a leading zero would merge it with another key)")
+            }
             guard let layer = Int(m.layer), let expert = Int(m.expert) else {
                 throw CheckpointError(path: key, "layer or expert index out of range")
             }

@@ -24,6 +24,7 @@ public struct ShardedCheckpoint: Sendable {
             let path = FS.join(directory, r.file)
             guard FS.exists(path) else { throw CheckpointError(path: path, "rank \(r.rank)'s file is missing") }
             let file = try SafetensorsFile(path: path)
+            try checkRankMetadata(file.header.metadata, of: r, worldSize: manifest.worldSize, path: path)
             var table: [String: Location] = [:]
             for t in manifest.tensors {
                 if t.expertSharded && r.experts.isEmpty {
@@ -57,6 +58,16 @@ public struct ShardedCheckpoint: Sendable {
             locations.append(table)
         }
         return ShardedCheckpoint(directory: FS.realPath(directory), manifest: manifest, locations: locations)
+    }
+
+    /// A rank file names its rank, world size and experts in its metadata (written by load and
+    /// reshard); they must be the manifest's, so swapped or stray files are caught.
+    static func checkRankMetadata(_ metadata: [(String, String)], of r: Manifest.RankEntry, worldSize: Int, path: String) throws {
+        let m = Dictionary(metadata, uniquingKeysWith: { a, _ in a })
+        let want = LoadJob.rankMetadata(rank: r.rank, range: r.experts, world: worldSize)
+        for (key, value) in want where key.hasPrefix("nemoshard_") && m[key] != value {
+            throw CheckpointError(path: path, "metadata \(key) is \(m[key].map { "\"\($0)\"" } ?? "missing"), but \(Manifest.fileName) says rank \(r.rank) of \(worldSize) with experts \(r.experts) (\"\(value)\")")
+        }
     }
 
     /// Ranks that write for their expert range: the lowest rank of each distinct range (replicas skip).

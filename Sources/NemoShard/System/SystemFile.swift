@@ -6,19 +6,34 @@ public final class SystemFile: @unchecked Sendable {
     public let path: String
     public let fd: Int32
 
-    /// Opens an existing file for reading.
+    /// Opens an existing regular file for reading. A symbolic link to a regular file is fine (the
+    /// Hugging Face cache lays out snapshots that way); a FIFO, device, socket or directory is
+    /// refused before anything is read: the open never blocks (O_NONBLOCK) and `fstat` decides.
     public init(readingAt path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = retryingInterrupts { open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY) }
         guard fd >= 0 else { throw IOError("open", path: path) }
+        do {
+            let kind = try FileStatus.of(descriptor: fd, path: path).kind
+            guard kind == .regular else { throw CheckpointError(path: path, "is \(kind.noun), not a regular file") }
+        } catch {
+            close(fd)
+            throw error
+        }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
         self.fd = fd
     }
 
-    /// Creates (or truncates) a file for writing with mode 0644.
-    public init(creatingAt path: String, exclusive: Bool = true) throws {
+    /// Creates a new file (mode 0644) that must not exist yet; never follows a symbolic link.
+    /// With `replacingStale`, a leftover of that name (a temporary of a killed process) is unlinked
+    /// first: the name itself, never what a link points to.
+    public init(creatingAt path: String, replacingStale: Bool = true) throws {
         self.path = path
-        let flags = O_WRONLY | O_CREAT | O_CLOEXEC | (exclusive ? O_EXCL : O_TRUNC)
-        let fd = open(path, flags, 0o644)
+        let flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
+        var fd = retryingInterrupts { open(path, flags, 0o644) }
+        if fd < 0, errno == EEXIST, replacingStale, unlink(path) == 0 {
+            fd = retryingInterrupts { open(path, flags, 0o644) }
+        }
         guard fd >= 0 else { throw IOError("create", path: path) }
         self.fd = fd
     }
@@ -27,20 +42,15 @@ public final class SystemFile: @unchecked Sendable {
 
     /// Size in bytes.
     public func size() throws -> Int {
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw IOError("stat", path: path) }
-        return Int(st.st_size)
+        try FileStatus.of(descriptor: fd, path: path).size
     }
 
     /// Reads exactly `buffer.count` bytes at `offset`; a short file is an error.
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws {
         var done = 0
         while done < buffer.count {
-            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw IOError("read", path: path)
-            }
+            let n = retryingInterrupts { pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done)) }
+            if n < 0 { throw IOError("read", path: path) }
             if n == 0 { throw IOError("read (file ends at \(offset + done), wanted \(offset + buffer.count))", path: path, code: EIO) }
             done += n
         }
@@ -62,11 +72,8 @@ public final class SystemFile: @unchecked Sendable {
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: Int) throws {
         var done = 0
         while done < buffer.count {
-            let n = pwrite(fd, buffer.baseAddress! + done, min(buffer.count - done, SystemFile.writeUnit), off_t(offset + done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw IOError("write", path: path)
-            }
+            let n = retryingInterrupts { pwrite(fd, buffer.baseAddress! + done, min(buffer.count - done, SystemFile.writeUnit), off_t(offset + done)) }
+            if n < 0 { throw IOError("write", path: path) }
             done += n
         }
     }
@@ -77,9 +84,8 @@ public final class SystemFile: @unchecked Sendable {
         var inOff = Int64(sourceOffset), outOff = Int64(offset)
         var done = 0
         while done < count {
-            let n = ns_copy_file_range(source.fd, &inOff, fd, &outOff, count - done)
+            let n = retryingInterrupts { ns_copy_file_range(source.fd, &inOff, fd, &outOff, count - done) }
             if n < 0 {
-                if errno == EINTR { continue }
                 if done == 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP || errno == EBADF) { return false }
                 throw IOError("copy_file_range from \(source.path)", path: path)
             }
