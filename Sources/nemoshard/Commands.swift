@@ -36,12 +36,17 @@ let commands: [CommandSpec] = [
                   --force              replace an existing output directory
                   --json               print the summary as JSON
                 """),
-    CommandSpec(name: "load", usage: "mpirun -n N nemoshard load HF_DIR [--out DIR] [--ep N | --mesh dp=2,ep=4] [--dtype bf16|f16|f32] [--threads N] [--copy-non-expert] [--force] [--json]",
+    CommandSpec(name: "load", usage: "mpirun -n N nemoshard load HF_DIR [--out DIR | --to-hf DIR [--gather] [--max-shard-size 5GB] [--exclude REGEX]] [--ep N | --mesh dp=2,ep=4] [--dtype bf16|f16|f32] [--threads N] [--copy-non-expert] [--force] [--json]",
                 summary: "each rank reads only its own experts and builds its internal state dict",
                 positionals: ["HF_DIR"], optionalPositionals: 0,
-                options: ["--out", "--ep", "--mesh", "--dtype", "--threads"], flags: ["--force", "--json", "--copy-non-expert"],
+                options: ["--out", "--to-hf", "--max-shard-size", "--exclude", "--ep", "--mesh", "--dtype", "--threads"],
+                flags: ["--force", "--json", "--copy-non-expert", "--gather"],
                 help: """
                   --out DIR        write a per-rank checkpoint (rank-RRRRR-of-WWWWW.safetensors + nemoshard.json)
+                  --to-hf DIR      round trip: load into memory, then write the state back as a Hugging Face
+                                   checkpoint straight from memory (to_hf), no per-rank checkpoint between
+                  --gather         with --to-hf: the ep ranks stream their shards to the first one, which alone writes
+                  --max-shard-size S, --exclude REGEX   with --to-hf: as for save-hf
                   --ep N           1-D expert-parallel mesh of N ranks (default: the whole world)
                   --mesh SPEC      named mesh, row-major, e.g. dp=2,ep=4 (product = number of ranks)
                   --dtype D        dtype of the grouped experts: bf16 (default), f16, f32

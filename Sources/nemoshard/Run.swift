@@ -123,8 +123,26 @@ func load(_ args: Arguments) throws -> Int32 {
     o.threads = threads
     o.mapNonExpertTensors = !args.has("--copy-non-expert")
     o.progress = progressLine("load", world: world)
-    let result = try LoadJob.run(o, world: world)
-    emit(result.report, args, world: world)
+    guard let hfOut = args.value("--to-hf") else {
+        if args.has("--gather") || args.value("--max-shard-size") != nil || args.value("--exclude") != nil {
+            throw UsageError("--gather, --max-shard-size and --exclude go with --to-hf")
+        }
+        emit(try LoadJob.run(o, world: world).report, args, world: world)
+        return 0
+    }
+    guard o.output == nil else { throw UsageError("give --out or --to-hf, not both") }
+    var h = ToHFJob.Options(output: hfOut)
+    h.gather = args.has("--gather")
+    h.maxShardBytes = try args.value("--max-shard-size").map(parseSize) ?? h.maxShardBytes
+    h.exclude = args.value("--exclude")
+    h.force = o.force
+    h.threads = threads
+    let loaded = try LoadJob.run(o, world: world)
+    let back = try ToHFJob.run(loaded, h)
+    if world.rank == 0 {
+        print(args.has("--json") ? JSON.object([("load", loaded.report.json()), ("to_hf", back.json())]).serialized()
+                                 : loaded.report.text() + "\n" + back.text())
+    }
     return 0
 }
 

@@ -146,21 +146,56 @@ public final class PlanExecutor {
             if rest.isEmpty { return }
         }
         try SourceWindow.with(file: file, offset: b.offset, count: b.count, scratch: scratch) { base in
-            for p in b.pieces {
-                let src = base + (p.source.offset - b.offset)
-                let outCount = p.transform.outputBytes(sourceBytes: p.source.count)
-                if let dst = sink.directPointer(output: p.output, offset: p.destOffset, count: outCount) {
-                    Memory.populate(dst, count: outCount)
-                    try PlanExecutor.transform(p.transform, src: src, sourceBytes: p.source.count, dst: dst)
-                } else if p.transform == .copy {
-                    try sink.write(output: p.output, offset: p.destOffset, UnsafeRawBufferPointer(start: src, count: outCount))
-                } else {
-                    let dst = scratch.output(count: outCount)
-                    try PlanExecutor.transform(p.transform, src: src, sourceBytes: p.source.count, dst: dst)
-                    try sink.write(output: p.output, offset: p.destOffset, UnsafeRawBufferPointer(start: dst, count: outCount))
+            for p in b.pieces { try apply(p, src: base + (p.source.offset - b.offset), sink: sink, scratch: scratch) }
+        }
+    }
+
+    /// Produces one piece from its source bytes at `src` into `sink`.
+    private func apply(_ p: Piece, src: UnsafeRawPointer, sink: TensorSink, scratch: ScratchBuffer) throws {
+        let outCount = p.transform.outputBytes(sourceBytes: p.source.count)
+        if let dst = sink.directPointer(output: p.output, offset: p.destOffset, count: outCount) {
+            Memory.populate(dst, count: outCount)
+            try PlanExecutor.transform(p.transform, src: src, sourceBytes: p.source.count, dst: dst)
+        } else if p.transform == .copy {
+            try sink.write(output: p.output, offset: p.destOffset, UnsafeRawBufferPointer(start: src, count: outCount))
+        } else {
+            let dst = scratch.output(count: outCount)
+            try PlanExecutor.transform(p.transform, src: src, sourceBytes: p.source.count, dst: dst)
+            try sink.write(output: p.output, offset: p.destOffset, UnsafeRawBufferPointer(start: dst, count: outCount))
+        }
+    }
+
+    /// Executes `plan` whose sources are tensors in memory: `SourceRange.file` indexes `tensors`
+    /// (e.g. a loaded state dict on its way back to Hugging Face). Workers take pieces in turn.
+    public func run(_ plan: TransferPlan, from tensors: [Tensor], into sink: TensorSink) throws -> ExecutionStats {
+        let start = monotonicSeconds()
+        for p in plan.pieces where p.source.file >= tensors.count || p.source.offset + p.source.count > tensors[p.source.file].byteCount {
+            throw InternalError("piece reads past the end of in-memory tensor \(p.source.file)")
+        }
+        sink.prepareOutputs()
+        let state = RunState(total: plan.pieces.count)
+        let body: (Int) -> Void = { _ in
+            let scratch = ScratchBuffer()
+            while let i = state.next() {
+                let p = plan.pieces[i]
+                do {
+                    let base = UnsafeRawPointer(tensors[p.source.file].storage.bytes.baseAddress!)
+                    try self.apply(p, src: base + p.source.offset, sink: sink, scratch: scratch)
+                } catch {
+                    state.fail(error)
+                    return
                 }
+                _ = state.finished(bytes: p.source.count)
             }
         }
+        let workers = min(threads, max(plan.pieces.count, 1))
+        if workers == 1 { body(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: body) }
+        if let e = state.error { throw e }
+        var stats = ExecutionStats()
+        stats.bytesRead = state.bytesDone
+        stats.bytesProduced = plan.bytesToProduce
+        stats.wallSeconds = monotonicSeconds() - start
+        return stats
     }
 
     /// Applies one transform from `src` to `dst`.

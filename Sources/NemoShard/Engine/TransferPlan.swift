@@ -59,11 +59,16 @@ public struct TransferPlan: Sendable {
 
     /// The plan without the outputs `keep` refuses (and without the pieces that produce them).
     public func keeping(_ keep: (TensorSpec) -> Bool) -> TransferPlan {
+        keeping(outputs: outputs.indices.filter { keep(outputs[$0]) })
+    }
+
+    /// The plan of only the outputs at `kept` (ascending), renumbered in that order.
+    public func keeping(outputs kept: [Int]) -> TransferPlan {
         var index = [Int?](repeating: nil, count: outputs.count)
         var out = TransferPlan(files: files)
-        for (i, o) in outputs.enumerated() where keep(o) {
+        for i in kept {
             index[i] = out.outputs.count
-            out.outputs.append(o)
+            out.outputs.append(outputs[i])
         }
         for p in pieces {
             guard let j = index[p.output] else { continue }

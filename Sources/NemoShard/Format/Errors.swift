@@ -65,3 +65,11 @@ public struct OutputError: Error, CustomStringConvertible {
 
     public var description: String { "output \(path) \(reason)" }
 }
+
+/// A broken invariant of nemoshard itself (a plan that does not cover its outputs, a piece out of
+/// range): never the input's fault, always a bug to report.
+public struct InternalError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { "internal error (please report): \(message)" }
+}

@@ -22,6 +22,8 @@ public enum LoadJob {
 
     /// One rank's outcome.
     public struct Result {
+        /// The mesh the state is laid over (its `ep` communicator carries it back with `ToHFJob`).
+        public let mesh: DeviceMesh
         public let experts: ExpertRange
         /// The rank's internal state dict (empty when written to disk).
         public let tensors: [(String, Tensor)]
@@ -35,13 +37,14 @@ public enum LoadJob {
     /// Runs the load on every rank of `world`. Every rank gets the same error if any fails.
     public static func run(_ o: Options, world: Collective) throws -> Result {
         let t0 = monotonicSeconds()
-        let shape = try MeshShape.resolve(o.mesh, world: world)
+        let mesh = try DeviceMesh.resolve(o.mesh, world: world)
+        let shape = mesh.shape
         // Plan: rank 0 reads every header once and broadcasts.
         let checkpoint = try HFCheckpoint.openShared(o.source, world: world)
         let planner = LoadPlanner(checkpoint: checkpoint, expertDType: o.dtype)
         let nExperts = checkpoint.config.nRoutedExperts ?? 0
-        let range = shape.expertRange(of: world.rank, experts: nExperts)
-        let epRank = shape.expertParallelPosition(of: world.rank).rank
+        let range = mesh.expertRange(experts: nExperts)
+        let epRank = mesh.expertParallelRank
         let (plan, manifest) = try world.agree { () -> (TransferPlan, Manifest) in
             let layout = try planner.layout()
             let plan = try planner.plan(range: range, rank: epRank)
@@ -81,7 +84,7 @@ public enum LoadJob {
             stats.peakRSS = peakRSSBytes()
             report.phases = [("plan", t1 - t0), ("read+merge", t2 - t1)]
             report.ranks = try RankStats.gather(stats, over: world)
-            return Result(experts: range, tensors: sink.namedTensors, manifest: manifest, report: report)
+            return Result(mesh: mesh, experts: range, tensors: sink.namedTensors, manifest: manifest, report: report)
         }
 
         // A per-rank checkpoint stores each non-expert tensor once, in its holder's file.
@@ -108,7 +111,7 @@ public enum LoadJob {
         stats.peakRSS = peakRSSBytes()
         report.phases = [("plan", t1 - t0), ("read+merge+write", written - t1), ("sync+commit", t2 - written)]
         report.ranks = try RankStats.gather(stats, over: world)
-        return Result(experts: range, tensors: [], manifest: manifest, report: report)
+        return Result(mesh: mesh, experts: range, tensors: [], manifest: manifest, report: report)
     }
 
     static func rankMetadata(rank: Int, range: ExpertRange, world: Int) -> [(String, String)] {

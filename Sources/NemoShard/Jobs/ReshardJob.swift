@@ -17,10 +17,11 @@ public enum ReshardJob {
 
     public static func run(_ o: Options, world: Collective) throws -> (Manifest, JobReport) {
         let t0 = monotonicSeconds()
-        let shape = try MeshShape.resolve(o.mesh, world: world)
+        let mesh = try DeviceMesh.resolve(o.mesh, world: world)
+        let shape = mesh.shape
         let source = try ShardedCheckpoint.openShared(o.source, world: world)
         let old = source.manifest
-        let range = shape.expertRange(of: world.rank, experts: old.nRoutedExperts)
+        let range = mesh.expertRange(experts: old.nRoutedExperts)
         let manifest = Manifest(
             worldSize: world.size, mesh: shape, nRoutedExperts: old.nRoutedExperts,
             ranks: (0..<world.size).map {

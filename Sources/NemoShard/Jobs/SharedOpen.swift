@@ -13,16 +13,3 @@ extension ShardedCheckpoint {
         return try ShardedCheckpoint(json: try JSON.parse(try world.broadcast(bytes ?? [], root: 0)))
     }
 }
-
-extension MeshShape {
-    /// `mesh`, or a 1-D `ep` mesh over the world; its size must be the world size.
-    static func resolve(_ mesh: MeshShape?, world: Collective) throws -> MeshShape {
-        try world.agree {
-            let s = try mesh ?? MeshShape.expertParallel(world.size)
-            guard s.worldSize == world.size else {
-                throw UsageError("mesh \(s) has \(s.worldSize) ranks but the job has \(world.size)")
-            }
-            return s
-        }
-    }
-}
