@@ -195,26 +195,6 @@ int ns_transpose(const void *src, enum ns_elem s, void *dst, enum ns_elem d, siz
     return -1;
 }
 
-int ns_convert(const void *src, enum ns_elem s, void *dst, enum ns_elem d, size_t n) {
-    if (s == d) { memmove(dst, src, n * kind_size(s)); return 0; }
-    float v;
-    for (size_t i = 0; i < n; i++) {
-        switch (s) {
-        case NS_BF16: v = LOAD_BF16(src, i); break;
-        case NS_F16: v = LOAD_F16(src, i); break;
-        case NS_F32: v = LOAD_F32(src, i); break;
-        default: return -1;
-        }
-        switch (d) {
-        case NS_BF16: STORE_BF16(dst, i, v); break;
-        case NS_F16: STORE_F16(dst, i, v); break;
-        case NS_F32: STORE_F32(dst, i, v); break;
-        default: return -1;
-        }
-    }
-    return 0;
-}
-
 // ---- CRC-32C ---------------------------------------------------------------
 
 static uint32_t crc_table[8][256];

@@ -99,6 +99,5 @@ commands:
 \(commands.map { "  " + pad($0.name, 9) + $0.summary }.joined(separator: "\n"))
 """
 
-func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
 
 func helpText(_ c: CommandSpec) -> String { "usage: \(c.usage)\n\n\(c.summary)\n\n\(c.help)" }

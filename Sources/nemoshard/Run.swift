@@ -50,14 +50,16 @@ func emit(_ report: JobReport, _ args: Arguments, world: Collective) {
 }
 
 /// Rank 0's progress line on stderr when it is a terminal.
-func progressLine(_ label: String, world: Collective) -> ((Int, Int) -> Void)? {
+func progressLine(_ label: String, world: Collective) -> (@Sendable (Int, Int) -> Void)? {
     guard world.rank == 0, isatty(2) != 0 else { return nil }
-    var last = -1
+    /// The executor calls one at a time (under its lock).
+    final class Last: @unchecked Sendable { var percent = -1 }
+    let last = Last()
     return { done, total in
         let pct = total > 0 ? done * 100 / total : 100
-        if pct != last {
-            last = pct
-            fputs("\r\(label): \(pct)% of \(formatBytes(total)) (rank 0)" + (pct == 100 ? "\n" : ""), stderr)
+        if pct != last.percent {
+            last.percent = pct
+            printToStandardError("\r\(label): \(pct)% of \(formatBytes(total)) (rank 0)" + (pct == 100 ? "\n" : ""))
         }
     }
 }
@@ -181,7 +183,7 @@ func verify(_ args: Arguments) throws -> Int32 {
             print(r.json().serialized())
         } else {
             for t in r.a {
-                print("\(hexChecksum(t.checksum))  \(t.dtype.rawValue) \(t.shape)  \(t.name)")
+                print("\(hex(t.checksum))  \(t.dtype.rawValue) \(t.shape)  \(t.name)")
             }
             if !o.strict {
                 for note in r.ignored { print("ignored (--strict counts it): \(note)") }
@@ -195,9 +197,4 @@ func verify(_ args: Arguments) throws -> Int32 {
         }
     }
     return r.equal ? 0 : 1
-}
-
-func hexChecksum(_ v: UInt32) -> String {
-    let s = String(v, radix: 16)
-    return String(repeating: "0", count: 8 - s.count) + s
 }

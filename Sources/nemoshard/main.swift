@@ -6,7 +6,7 @@ let argv = Array(CommandLine.arguments.dropFirst())
 let worldRank = getenv("OMPI_COMM_WORLD_RANK").flatMap { Int(String(cString: $0)) } ?? 0
 
 func fail(_ message: String, code: Int32) -> Never {
-    fputs("nemoshard: error: \(message)\n", stderr)
+    printToStandardError("nemoshard: error: \(message)\n")
     exit(code)
 }
 
@@ -15,7 +15,7 @@ guard let name = argv.first, name != "--help", name != "-h", name != "help" else
     exit(argv.isEmpty ? 2 : 0)
 }
 guard let spec = commands.first(where: { $0.name == name }) else {
-    if worldRank == 0 { fputs("nemoshard: error: unknown command '\(name)'\n\(toolUsage)\n", stderr) }
+    if worldRank == 0 { printToStandardError("nemoshard: error: unknown command '\(name)'\n\(toolUsage)\n") }
     exit(2)
 }
 let rest = Array(argv.dropFirst())
@@ -36,19 +36,19 @@ let launchedWorldSize = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"].compactMap { (name:
 Interruption.install { signal in
     guard worldRank == 0 else { return }
     let name = [SIGINT: "SIGINT", SIGTERM: "SIGTERM", SIGHUP: "SIGHUP"][signal] ?? "signal \(signal)"
-    fputs("nemoshard: error: interrupted by \(name); the unfinished output was removed\n", stderr)
+    printToStandardError("nemoshard: error: interrupted by \(name); the unfinished output was removed\n")
 }
 
 if !mpiCommands.contains(spec.name), launchedWorldSize > 1 {
     if worldRank == 0 {
-        fputs("nemoshard: error: '\(spec.name)' runs in one process; start it without mpirun (this job has \(launchedWorldSize) ranks)\n", stderr)
+        printToStandardError("nemoshard: error: '\(spec.name)' runs in one process; start it without mpirun (this job has \(launchedWorldSize) ranks)\n")
     }
     exit(2)
 }
 
 /// Prints `message` once (rank 0), lets every rank catch up, and exits with `code`.
 func finish(_ message: String, code: Int32) -> Never {
-    if currentRank() == 0 { fputs(message, stderr) }
+    if currentRank() == 0 { printToStandardError(message) }
     terminate(code)
 }
 

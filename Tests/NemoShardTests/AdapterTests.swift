@@ -154,4 +154,24 @@ final class MeshTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("has 2 ranks but the job has 1"))
         }
     }
+
+    func testDropReasonsAreTypedAndCarryTheExpertLayer() throws {
+        let a = NemotronV3Adapter(numHiddenLayers: 4, nRoutedExperts: 8, moeIntermediateSize: 16)
+        let slot = ExpertLayer(namespace: .backbone, prefix: "model.", layer: 1)
+        XCTAssertEqual(try a.classify("backbone.layers.1.mixer.experts.3.gate_proj.weight"), .drop(.gateProjection(slot)))
+        XCTAssertEqual(try a.classify("mtp.layers.1.mixer.experts.0.gate_proj.weight"),
+                       .drop(.gateProjection(ExpertLayer(namespace: .mtp, prefix: "mtp.", layer: 1))))
+        XCTAssertEqual(try a.classify("backbone.layers.0.mixer.in_proj.weight_scale_inv"), .drop(.scaleInverse))
+        XCTAssertEqual(try a.classify("backbone.layers.7.norm.weight"), .drop(.beyondNumHiddenLayers(layer: 7, limit: 4)))
+        XCTAssertEqual(DropReason.beyondNumHiddenLayers(layer: 7, limit: 4).description, "layer 7 >= num_hidden_layers 4")
+        XCTAssertThrowsError(try a.classify("backbone.layers.1.mixer.experts.03.up_proj.weight"))
+        XCTAssertThrowsError(try a.classify("backbone.layers.01.mixer.experts.3.up_proj.weight"))
+    }
+
+    func testPrefixDetectionPrefersExpertKeys() {
+        XCTAssertEqual(NemotronV3Adapter.detectPrefix(["backbone.embeddings.weight", "model.layers.1.mixer.experts.0.up_proj.weight"]), "model.")
+        XCTAssertEqual(NemotronV3Adapter.detectPrefix(["lm_head.weight", "model.norm_f.weight"]), "model.")
+        XCTAssertEqual(NemotronV3Adapter.detectPrefix(["mtp.layers.0.mixer.experts.0.up_proj.weight", "backbone.norm_f.weight"]), "backbone.")
+        XCTAssertEqual(NemotronV3Adapter.detectPrefix(["lm_head.weight"]), "backbone.")
+    }
 }

@@ -113,7 +113,7 @@ final class ConversionTests: XCTestCase {
         let kept = all.filter { !$0.key.contains("experts.2.") && !$0.key.contains("experts.3.") }
         try SafetensorsWriter.write(path: hf + "/model.safetensors",
                                     tensors: kept.keys.sorted().map { ($0, Tensor(dtype: kept[$0]!.0, shape: kept[$0]!.1, bytes: kept[$0]!.2)) })
-        let planner = LoadPlanner(checkpoint: try HFCheckpoint.open(hf))
+        let planner = try LoadPlanner(checkpoint: try HFCheckpoint.open(hf))
         XCTAssertThrowsError(try planner.plan(range: ExpertRange(start: 0, end: 4), rank: 0)) { error in
             let m = "\(error)"
             XCTAssertTrue(m.contains("Expert weights missing from checkpoint (rank 0): 4/8 required weights not found."), m)

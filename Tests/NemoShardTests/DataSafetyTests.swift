@@ -122,16 +122,19 @@ final class DataSafetyTests: XCTestCase {
         let sessions = (0..<2).map { temporaryDirectory(self) + "/ompi-\($0)" }
         for d in sessions { try FS.makeDirectories(d) }
         for round in 0..<20 {
-            var results = [CLI.Output?](repeating: nil, count: 2)
-            let lock = NSLock()
+            final class Results: @unchecked Sendable {
+                let lock = NSLock()
+                var all = [CLI.Output?](repeating: nil, count: 2)
+            }
+            let box = Results()
             DispatchQueue.concurrentPerform(iterations: 2) { i in
                 // Two mpiruns started in the same instant race on OpenMPI's own session directory
                 // ("orte_session_dir failed"): each job gets its own.
                 let r = try? CLI.run(["load", i == 0 ? a : b, "--out", out, "--force"], ranks: 2,
                                      env: ["OMPI_MCA_orte_tmpdir_base": sessions[i]])
-                lock.lock(); results[i] = r; lock.unlock()
+                box.lock.lock(); box.all[i] = r; box.lock.unlock()
             }
-            let rs = results.compactMap { $0 }
+            let rs = box.all.compactMap { $0 }
             XCTAssertEqual(rs.count, 2)
             XCTAssertTrue(rs.contains { $0.code == 0 }, "round \(round): one job commits")
             for r in rs where r.code != 0 {

@@ -24,9 +24,6 @@ int ns_transpose(const void *src, enum ns_elem src_kind, void *dst, enum ns_elem
 /// Plain 2-D transpose of raw elements of 1, 2, 4 or 8 bytes. Returns 0, or -1 for another size.
 int ns_transpose_raw(const void *src, void *dst, size_t rows, size_t cols, size_t elem_size);
 
-/// dst[i] = convert(src[i]) for count elements. Returns 0, or -1 for an unsupported pair.
-int ns_convert(const void *src, enum ns_elem src_kind, void *dst, enum ns_elem dst_kind, size_t count);
-
 /// CRC-32C (Castagnoli) continued from crc (start with 0).
 uint32_t ns_crc32c(uint32_t crc, const void *data, size_t length);
 

@@ -1,9 +1,12 @@
 import CKernels
+import Synchronization
 
 /// Computes a CRC-32C per slice of each output (a grouped tensor's slice = one expert; any other
 /// tensor is one slice) without holding whole tensors: bytes that arrive in order are hashed at
-/// once, early ones wait until the gap before them is filled.
-public final class ChecksumSink: TensorSink {
+/// once, early ones wait until the gap before them is filled. Writes from several workers are
+/// serialised by a lock (hashing is in order by nature).
+public final class ChecksumSink: TensorSink, @unchecked Sendable {
+    private let lock = Mutex(())
     let sliceBytes: [Int]
     private var crc: [[UInt32]]
     private var next: [[Int]]
@@ -20,6 +23,10 @@ public final class ChecksumSink: TensorSink {
     public func directPointer(output: Int, offset: Int, count: Int) -> UnsafeMutableRawPointer? { nil }
 
     public func write(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
+        lock.withLock { _ in take(output: output, offset: offset, bytes) }
+    }
+
+    private func take(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) {
         let size = sliceBytes[output]
         var done = 0
         while done < bytes.count {

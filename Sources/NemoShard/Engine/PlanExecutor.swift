@@ -1,6 +1,7 @@
 import CKernels
 import Dispatch
 import Glibc
+import Synchronization
 
 /// Counters and phase times of one executed plan.
 public struct ExecutionStats: Sendable {
@@ -24,7 +25,7 @@ public func monotonicSeconds() -> Double {
 ///   batch only (`MAP_POPULATE`, never a whole file) and transformed straight into the destination
 ///   (memory) or into a per-thread scratch buffer that is then written.
 /// With `threads > 1` that many workers take batches in turn.
-public final class PlanExecutor {
+public final class PlanExecutor: Sendable {
     public let chunkBytes: Int
     public let threads: Int
 
@@ -52,10 +53,8 @@ public final class PlanExecutor {
             switch p.transform {
             case .transpose:
                 pieces.append(p)
-            case .copy, .convert:
-                let unit: Int
-                if case let .convert(from, _) = p.transform { unit = from.size } else { unit = 1 }
-                let step = max(chunkBytes / 8 * 8, unit)
+            case .copy:
+                let step = max(chunkBytes / 8 * 8, 1)
                 var done = 0
                 repeat {
                     let n = min(step, p.source.count - done)
@@ -82,7 +81,7 @@ public final class PlanExecutor {
     }
 
     /// Executes `plan` into `sink`. `progress` receives cumulative source bytes done.
-    public func run(_ plan: TransferPlan, into sink: TensorSink, progress: ((Int) -> Void)? = nil) throws -> ExecutionStats {
+    public func run(_ plan: TransferPlan, into sink: TensorSink, progress: (@Sendable (Int) -> Void)? = nil) throws -> ExecutionStats {
         let start = monotonicSeconds()
         let files = try plan.files.map { path -> SystemFile in
             let f = try SystemFile(readingAt: path)
@@ -105,10 +104,11 @@ public final class PlanExecutor {
             return false
         }
         sink.prepareOutputs()
+        let adopted = adoptedBytes
         let work = batches(remaining)
         let state = RunState(total: work.count)
         let workers = min(threads, max(work.count, 1))
-        let body: (Int) -> Void = { _ in
+        let body: @Sendable (Int) -> Void = { _ in
             let scratch = ScratchBuffer()
             while let i = state.next() {
                 do {
@@ -117,7 +117,7 @@ public final class PlanExecutor {
                     state.fail(error)
                     return
                 }
-                let done = state.finished(bytes: work[i].count) + adoptedBytes
+                let done = state.finished(bytes: work[i].count) + adopted
                 if let progress { state.report { progress(done) } }
             }
         }
@@ -174,7 +174,7 @@ public final class PlanExecutor {
         }
         sink.prepareOutputs()
         let state = RunState(total: plan.pieces.count)
-        let body: (Int) -> Void = { _ in
+        let body: @Sendable (Int) -> Void = { _ in
             let scratch = ScratchBuffer()
             while let i = state.next() {
                 let p = plan.pieces[i]
@@ -212,11 +212,6 @@ public final class PlanExecutor {
                 guard let a = from.kernelKind, let b = to.kernelKind, ns_transpose(src, a, dst, b, rows, cols) == 0 else {
                     throw CheckpointError(path: from.rawValue, "cannot convert \(from.rawValue) to \(to.rawValue)")
                 }
-            }
-        case let .convert(from, to):
-            guard let a = from.kernelKind, let b = to.kernelKind,
-                  ns_convert(src, a, dst, b, sourceBytes / from.size) == 0 else {
-                throw CheckpointError(path: from.rawValue, "cannot convert \(from.rawValue) to \(to.rawValue)")
             }
         }
     }
@@ -257,35 +252,30 @@ final class ScratchBuffer {
 }
 
 /// Work distribution and error collection shared by the workers.
-final class RunState: @unchecked Sendable {
-    private var lock = pthread_mutex_t()
-    private var nextIndex = 0
+final class RunState: Sendable {
+    private struct Counters {
+        var nextIndex = 0
+        var bytesDone = 0
+        var error: Error?
+    }
+
+    private let counters = Mutex(Counters())
     private let total: Int
-    private(set) var bytesDone = 0
-    private(set) var error: Error?
 
-    init(total: Int) {
-        self.total = total
-        pthread_mutex_init(&lock, nil)
-    }
+    init(total: Int) { self.total = total }
 
-    deinit { pthread_mutex_destroy(&lock) }
-
-    private func locked<T>(_ body: () -> T) -> T {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
-        return body()
-    }
+    var bytesDone: Int { counters.withLock { $0.bytesDone } }
+    var error: Error? { counters.withLock { $0.error } }
 
     func next() -> Int? {
-        locked {
-            guard error == nil, nextIndex < total else { return nil }
-            defer { nextIndex += 1 }
-            return nextIndex
+        counters.withLock { c in
+            guard c.error == nil, c.nextIndex < total else { return nil }
+            defer { c.nextIndex += 1 }
+            return c.nextIndex
         }
     }
 
-    func finished(bytes: Int) -> Int { locked { bytesDone += bytes; return bytesDone } }
-    func fail(_ e: Error) { locked { if error == nil { error = e } } }
-    func report(_ body: () -> Void) { locked(body) }
+    func finished(bytes: Int) -> Int { counters.withLock { $0.bytesDone += bytes; return $0.bytesDone } }
+    func fail(_ e: Error) { counters.withLock { if $0.error == nil { $0.error = e } } }
+    func report(_ body: () -> Void) { counters.withLock { _ in body() } }
 }

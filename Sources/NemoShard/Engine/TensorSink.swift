@@ -1,5 +1,10 @@
 /// Where an executed plan's output bytes go.
-public protocol TensorSink: AnyObject {
+///
+/// Thread-safety contract: `adopt` and `prepareOutputs` run on one thread before any worker
+/// starts; after that, workers call `directPointer`, `write` and `copy` concurrently, each for
+/// byte ranges no other worker touches (the plan covers every output byte exactly once). A sink
+/// needs no lock as long as its per-output storage is fixed by `prepareOutputs`.
+public protocol TensorSink: AnyObject, Sendable {
     /// A pointer to write `count` bytes of output `output` at `offset` in place, or nil when
     /// the sink needs them handed to `write` instead.
     func directPointer(output: Int, offset: Int, count: Int) -> UnsafeMutableRawPointer?
@@ -23,7 +28,7 @@ extension TensorSink {
 
 /// Holds every output in memory as a `Tensor`. With `mapWholeCopies`, an output that is a plain
 /// copy of one source range becomes a private copy-on-write mapping of it (no copy, no new pages).
-public final class MemorySink: TensorSink {
+public final class MemorySink: TensorSink, @unchecked Sendable {
     public let specs: [TensorSpec]
     public let names: [String]
     let mapWholeCopies: Bool
@@ -66,7 +71,7 @@ public final class MemorySink: TensorSink {
 }
 
 /// Streams outputs into safetensors files with `pwrite`; output i is tensor `map[i].tensor` of writer `map[i].writer`.
-public final class FileSink: TensorSink {
+public final class FileSink: TensorSink, @unchecked Sendable {
     public let writers: [SafetensorsWriter]
     let map: [(writer: Int, tensor: Int)]
 
@@ -94,7 +99,7 @@ public final class FileSink: TensorSink {
 }
 
 /// Builds a whole safetensors file image in memory (header + data), e.g. to send it to another rank.
-public final class ImageSink: TensorSink {
+public final class ImageSink: TensorSink, @unchecked Sendable {
     public let image: TensorStorage
     let offsets: [Int]
 

@@ -4,15 +4,12 @@ public enum Transform: Sendable, Equatable {
     case copy
     /// A `rows x cols` matrix of `from` becomes its `cols x rows` transpose in `to`.
     case transpose(rows: Int, cols: Int, from: DType, to: DType)
-    /// Elementwise cast.
-    case convert(from: DType, to: DType)
 
     /// Destination bytes produced from `sourceBytes` source bytes.
     func outputBytes(sourceBytes: Int) -> Int {
         switch self {
         case .copy: return sourceBytes
         case let .transpose(rows, cols, _, to): return rows * cols * to.size
-        case let .convert(from, to): return sourceBytes / from.size * to.size
         }
     }
 }
@@ -83,12 +80,12 @@ public struct TransferPlan: Sendable {
         for p in pieces {
             let n = p.transform.outputBytes(sourceBytes: p.source.count)
             guard p.destOffset >= 0, p.destOffset + n <= outputs[p.output].byteCount else {
-                throw CheckpointError(path: outputs[p.output].name, "internal: piece outside its tensor")
+                throw InternalError("\(outputs[p.output].name): a piece lies outside its tensor")
             }
             covered[p.output] += n
         }
         for (i, o) in outputs.enumerated() where covered[i] != o.byteCount {
-            throw CheckpointError(path: o.name, "internal: plan covers \(covered[i]) of \(o.byteCount) bytes")
+            throw InternalError("\(o.name): the plan covers \(covered[i]) of \(o.byteCount) bytes")
         }
     }
 }

@@ -31,7 +31,7 @@ public enum Inspect {
 
     static func huggingFace(_ directory: String) throws -> JSON {
         let ckpt = try HFCheckpoint.open(directory)
-        let layout = try LoadPlanner(checkpoint: ckpt).layout()
+        let layout = try LoadPlanner(checkpoint: ckpt).layout
         let expertKeys = layout.experts.values.reduce(0) { $0 + $1.values.reduce(0) { $0 + $1.count } }
         let moeLayers = layout.experts.keys.sorted().map { JSON.string("\($0.namespace == .mtp ? "mtp " : "")\($0.layer)") }
         var m: [(String, JSON)] = [("kind", .string("huggingface")), ("directory", .string(ckpt.directory))]

@@ -103,7 +103,8 @@ public struct JobReport: Sendable {
     }
 }
 
-func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
+/// `s` padded with spaces to `n` characters (text tables).
+public func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
 
 func format2(_ x: Double) -> String {
     let v = (x * 100).rounded() / 100

@@ -15,7 +15,8 @@ public enum LoadJob {
         /// In-memory loads: non-expert tensors become private copy-on-write mappings of their byte
         /// ranges in the source files (as safetensors' own loader does) instead of fresh copies.
         public var mapNonExpertTensors = true
-        public var progress: ((Int, Int) -> Void)?
+        /// Called with (source bytes done, total) from the executor's workers, one call at a time.
+        public var progress: (@Sendable (Int, Int) -> Void)?
 
         public init(source: String) { self.source = source }
     }
@@ -41,14 +42,12 @@ public enum LoadJob {
         let shape = mesh.shape
         // Plan: rank 0 reads every header once and broadcasts.
         let checkpoint = try HFCheckpoint.openShared(o.source, world: world)
-        let planner = LoadPlanner(checkpoint: checkpoint, expertDType: o.dtype)
         let nExperts = checkpoint.config.nRoutedExperts ?? 0
         let range = mesh.expertRange(experts: nExperts)
         let epRank = mesh.expertParallelRank
         let (plan, manifest) = try world.agree { () -> (TransferPlan, Manifest) in
-            let layout = try planner.layout()
-            let plan = try planner.plan(range: range, rank: epRank)
-            let globals = try planner.globalTensors(layout)
+            let planner = try LoadPlanner(checkpoint: checkpoint, expertDType: o.dtype)
+            let (plan, globals) = try planner.plan(range: range, rank: epRank)
             let ranks = (0..<world.size).map {
                 Manifest.RankEntry(rank: $0, file: Manifest.rankFileName($0, of: world.size),
                                    experts: shape.expertRange(of: $0, experts: nExperts))
@@ -57,7 +56,7 @@ public enum LoadJob {
                 worldSize: world.size, mesh: shape, nRoutedExperts: nExperts, ranks: ranks,
                 tensors: globals.map { .init(name: $0.name, dtype: $0.dtype, shape: $0.shape,
                                              expertSharded: $0.expertLayer != nil, hfKey: $0.hfKey) },
-                sourceDirectory: checkpoint.directory, config: checkpoint.config.json, hfPrefix: layout.hfPrefix,
+                sourceDirectory: checkpoint.directory, config: checkpoint.config.json, hfPrefix: planner.layout.hfPrefix,
                 hfKeys: checkpoint.tensors.map(\.name), extraFiles: checkpoint.extraFiles)
             return (plan, manifest)
         }
@@ -70,9 +69,9 @@ public enum LoadJob {
         stats.experts = range
         stats.tensors = plan.outputs.count
         let executor = PlanExecutor(chunkBytes: o.chunkBytes, threads: o.threads)
-        func progress(of plan: TransferPlan) -> ((Int) -> Void)? {
+        func progress(of plan: TransferPlan) -> (@Sendable (Int) -> Void)? {
             let total = plan.bytesToRead
-            return o.progress.map { p in { (done: Int) in p(done, total) } }
+            return o.progress.map { p in { @Sendable (done: Int) in p(done, total) } }
         }
 
         guard let outPath = o.output else {
@@ -95,7 +94,7 @@ public enum LoadJob {
         var written = t1
         let exec = try staged.run(write: {
             let w = try SafetensorsWriter(path: staged.stagingPath(fileName), specs: filePlan.outputs,
-                                          metadata: rankMetadata(rank: world.rank, range: range, world: world.size))
+                                          metadata: Manifest.rankMetadata(rank: world.rank, range: range, world: world.size))
             stats.bytesWritten = w.fileSize
             let exec = try executor.run(filePlan, into: FileSink(writer: w), progress: progress(of: filePlan))
             written = monotonicSeconds()
@@ -112,10 +111,5 @@ public enum LoadJob {
         report.phases = [("plan", t1 - t0), ("read+merge+write", written - t1), ("sync+commit", t2 - written)]
         report.ranks = try RankStats.gather(stats, over: world)
         return Result(mesh: mesh, experts: range, tensors: [], manifest: manifest, report: report)
-    }
-
-    static func rankMetadata(rank: Int, range: ExpertRange, world: Int) -> [(String, String)] {
-        [("format", "pt"), ("nemoshard_rank", String(rank)), ("nemoshard_world_size", String(world)),
-         ("nemoshard_experts", "\(range.start),\(range.end)")]
     }
 }

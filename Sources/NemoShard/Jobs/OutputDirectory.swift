@@ -117,7 +117,7 @@ public final class OutputDirectory {
         if let old = ours("old", oldPrefix), !FS.exists(target) {
             try renameFile(old, target)
             FS.syncDirectory(realParent)
-            fputs("nemoshard: note: restored \(path) from an interrupted commit\n", stderr)
+            printToStandardError("nemoshard: note: restored \(path) from an interrupted commit\n")
         }
         for (key, prefix) in [("staging", stagingPrefix), ("old", oldPrefix)] {
             if let p = ours(key, prefix) { FS.removeTree(p) }

@@ -69,7 +69,7 @@ public enum VerifyJob {
     /// The HF keys of `keys` that `adapter` drops, with the reason.
     static func droppedKeys(_ keys: [String], _ adapter: NemotronV3Adapter) -> [String: String] {
         var out: [String: String] = [:]
-        for k in keys { if case let .drop(why)? = try? adapter.classify(k) { out[k] = why } }
+        for k in keys { if case let .drop(why)? = try? adapter.classify(k) { out[k] = why.description } }
         return out
     }
 
@@ -84,13 +84,14 @@ public enum VerifyJob {
                         dropped: droppedKeys(s.manifest.hfKeys, adapter), config: s.manifest.config)
         }
         let c = try HFCheckpoint.openShared(path, world: world)
-        let planner = LoadPlanner(checkpoint: c, expertDType: dtype)
-        let plan = try world.agree {
-            try planner.plan(range: ExpertRange(start: 0, end: c.config.nRoutedExperts ?? 0), rank: nil)
+        let (planner, plan, globals) = try world.agree { () -> (LoadPlanner, TransferPlan, [LoadPlanner.GlobalTensor]) in
+            let planner = try LoadPlanner(checkpoint: c, expertDType: dtype)
+            let (plan, globals) = try planner.plan(range: ExpertRange(start: 0, end: c.config.nRoutedExperts ?? 0), rank: nil)
+            return (planner, plan, globals)
         }
-        let grouped = try Set(planner.globalTensors(try planner.layout()).filter { $0.expertLayer != nil }.map(\.name))
-        return View(plan: plan, grouped: plan.outputs.map { grouped.contains($0.name) },
-                    dropped: droppedKeys(c.tensors.map(\.name), planner.adapter), config: c.config.json)
+        let grouped = Set(globals.filter { $0.expertLayer != nil }.map(\.name))
+        let dropped = Dictionary(planner.layout.dropped.map { ($0.key, $0.reason.description) }, uniquingKeysWith: { a, _ in a })
+        return View(plan: plan, grouped: plan.outputs.map { grouped.contains($0.name) }, dropped: dropped, config: c.config.json)
     }
 
     /// This rank's share of `view`: slices whose (name, slice) hash falls on it; returns checksums.
@@ -194,8 +195,8 @@ public enum VerifyJob {
     }
 }
 
-/// Eight hex digits.
-func hex(_ v: UInt32) -> String {
+/// Eight hex digits (a CRC-32C as printed by `verify`).
+public func hex(_ v: UInt32) -> String {
     let s = String(v, radix: 16)
     return String(repeating: "0", count: 8 - s.count) + s
 }

@@ -86,8 +86,6 @@ public final class Communicator: @unchecked Sendable {
         return out
     }
 
-    public func allreduce(_ value: Int64, _ op: ReduceOp) throws -> Int64 { try allreduce([value], op)[0] }
-
     /// Every rank's `values` (same count everywhere), concatenated in rank order, on every rank.
     public func allgather(_ values: [Int64]) throws -> [Int64] {
         var out = [Int64](repeating: 0, count: values.count * size)
@@ -106,17 +104,6 @@ public final class Communicator: @unchecked Sendable {
         var parts: [[UInt8]] = []
         for r in 0..<size { parts.append(try self.broadcast(r == rank ? bytes : [UInt8](repeating: 0, count: sizes[r]), root: r)) }
         return parts
-    }
-
-    /// Every rank's byte string, in rank order, on `root` only (others get []).
-    public func gatherBytes(_ bytes: [UInt8], root: Int = 0) throws -> [[UInt8]] {
-        if rank == root {
-            var parts: [[UInt8]] = []
-            for r in 0..<size { parts.append(r == root ? bytes : try receive(from: r, tag: 7)) }
-            return parts
-        }
-        try send(bytes, to: root, tag: 7)
-        return []
     }
 
     /// Sends a byte string (length first, then chunks).

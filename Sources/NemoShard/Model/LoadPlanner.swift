@@ -1,15 +1,20 @@
 /// Builds the `TransferPlan` of `from_hf` for one rank: which HF byte ranges it reads and which
 /// internal tensors it produces, with every check of the reference (missing experts, shapes, dtypes).
+/// The checkpoint's keys are classified once, when the planner is made.
 public struct LoadPlanner {
     public let checkpoint: HFCheckpoint
     public let adapter: NemotronV3Adapter
     /// dtype of the grouped expert tensors (the adapter's dtype; default bf16).
     public let expertDType: DType
+    /// Every key classified (renamed, expert, dropped).
+    public let layout: Layout
 
-    public init(checkpoint: HFCheckpoint, expertDType: DType = .bf16) {
+    /// Classifies every key of `checkpoint`; throws on collisions and bad expert keys.
+    public init(checkpoint: HFCheckpoint, expertDType: DType = .bf16) throws {
         self.checkpoint = checkpoint
         adapter = NemotronV3Adapter(config: checkpoint.config)
         self.expertDType = expertDType
+        layout = try LoadPlanner.classify(checkpoint, adapter)
     }
 
     /// One internal tensor of the global view, with the HF keys it came from.
@@ -20,6 +25,8 @@ public struct LoadPlanner {
         public let shape: [Int]
         /// The expert layer, for grouped tensors.
         public let expertLayer: ExpertLayer?
+        /// Which projection a grouped tensor holds (`gate_and_up_projs` = up, `down_projs` = down).
+        public let projection: Projection?
         /// Source HF key of a renamed tensor.
         public let hfKey: String?
     }
@@ -30,21 +37,17 @@ public struct LoadPlanner {
         public var experts: [ExpertLayer: [Projection: [Int: HFTensor]]] = [:]
         /// Layers where any expert key (any projection) exists, per namespace.
         public var layersWithExperts: [LayerNamespace: Set<Int>] = [:]
-        public var dropped: [String] = []
+        /// Dropped keys with the reason.
+        public var dropped: [(key: String, reason: DropReason)] = []
         public var hfPrefix = "backbone."
-        public var embeddingsKey: String?
     }
 
     /// Classifies every key; refuses collisions and expert ids beyond `n_routed_experts`.
-    public func layout() throws -> Layout {
+    static func classify(_ checkpoint: HFCheckpoint, _ adapter: NemotronV3Adapter) throws -> Layout {
         var out = Layout()
         var seen: [String: String] = [:]
         let nExperts = adapter.nRoutedExperts ?? 0
-        if let first = checkpoint.tensors.first(where: { $0.name.contains(".mixer.experts.") && $0.name.hasSuffix(".weight") && !$0.name.hasPrefix("mtp.") }) {
-            out.hfPrefix = first.name.hasPrefix("backbone.") ? "backbone." : (first.name.hasPrefix("model.") ? "model." : "backbone.")
-        } else if let first = checkpoint.tensors.first(where: { $0.name.hasPrefix("model.") || $0.name.hasPrefix("backbone.") }) {
-            out.hfPrefix = first.name.hasPrefix("model.") ? "model." : "backbone."
-        }
+        out.hfPrefix = NemotronV3Adapter.detectPrefix(checkpoint.tensors.map(\.name))
         for t in checkpoint.tensors {
             let role: HFKeyRole
             do { role = try adapter.classify(t.name) } catch let e as CheckpointError where e.path == t.name {
@@ -52,12 +55,8 @@ public struct LoadPlanner {
             }
             switch role {
             case let .drop(why):
-                out.dropped.append("\(t.name) (\(why))")
-                if why.hasPrefix("gate_proj"), let m = NemotronV3Adapter.matchExpert(
-                    t.name.hasPrefix("mtp.") ? String(t.name.dropFirst(4)) : NemotronV3Adapter.renameFromHF(t.name)),
-                   let layer = Int(m.layer) {
-                    out.layersWithExperts[t.name.hasPrefix("mtp.") ? .mtp : .backbone, default: []].insert(layer)
-                }
+                out.dropped.append((t.name, why))
+                if case let .gateProjection(slot) = why { out.layersWithExperts[slot.namespace, default: []].insert(slot.layer) }
             case let .rename(name):
                 if let other = seen[name] {
                     throw CheckpointError(path: checkpoint.path(ofFile: t.file),
@@ -65,7 +64,6 @@ public struct LoadPlanner {
                 }
                 seen[name] = t.name
                 out.renamed.append((name, t))
-                if name.hasSuffix("embed_tokens.weight"), !name.hasPrefix("mtp.") { out.embeddingsKey = t.name }
             case let .expert(slot, expert, projection):
                 guard expert < nExperts else {
                     throw CheckpointError(path: checkpoint.path(ofFile: t.file),
@@ -92,7 +90,7 @@ public struct LoadPlanner {
     }
 
     /// The reference's check that a rank's experts are all present, with its message.
-    public func checkExperts(_ layout: Layout, range: ExpertRange, rank: Int?) throws {
+    public func checkExperts(range: ExpertRange, rank: Int?) throws {
         for ns in [LayerNamespace.backbone, .mtp] {
             guard let layers = layout.layersWithExperts[ns], !layers.isEmpty else { continue }
             var missing: [String] = []
@@ -126,7 +124,7 @@ public struct LoadPlanner {
     }
 
     /// Checks one layer's experts agree in shape and dtype and returns (dtype, inter, dim).
-    func expertGeometry(_ slot: ExpertLayer, _ layout: Layout) throws -> (DType, Int, Int) {
+    func expertGeometry(_ slot: ExpertLayer) throws -> (DType, Int, Int) {
         guard let ups = layout.experts[slot]?[.up], let downs = layout.experts[slot]?[.down],
               let any = ups.values.min(by: { $0.name < $1.name }) else {
             throw CheckpointError(path: checkpoint.directory, "layer \(slot.layer): experts lack up_proj or down_proj weights")
@@ -156,30 +154,30 @@ public struct LoadPlanner {
     }
 
     /// The global internal view: every output tensor with its global shape.
-    public func globalTensors(_ layout: Layout) throws -> [GlobalTensor] {
+    public func globalTensors() throws -> [GlobalTensor] {
         var out: [GlobalTensor] = layout.renamed.map {
-            GlobalTensor(name: $0.name, dtype: $0.source.dtype, shape: $0.source.shape, expertLayer: nil, hfKey: $0.source.name)
+            GlobalTensor(name: $0.name, dtype: $0.source.dtype, shape: $0.source.shape, expertLayer: nil, projection: nil, hfKey: $0.source.name)
         }
         let n = adapter.nRoutedExperts ?? 0
         for slot in layout.experts.keys.sorted() {
-            let (_, inter, dim) = try expertGeometry(slot, layout)
-            out.append(GlobalTensor(name: slot.groupedName(.up), dtype: expertDType, shape: [n, dim, inter], expertLayer: slot, hfKey: nil))
-            out.append(GlobalTensor(name: slot.groupedName(.down), dtype: expertDType, shape: [n, inter, dim], expertLayer: slot, hfKey: nil))
+            let (_, inter, dim) = try expertGeometry(slot)
+            out.append(GlobalTensor(name: slot.groupedName(.up), dtype: expertDType, shape: [n, dim, inter], expertLayer: slot, projection: .up, hfKey: nil))
+            out.append(GlobalTensor(name: slot.groupedName(.down), dtype: expertDType, shape: [n, inter, dim], expertLayer: slot, projection: .down, hfKey: nil))
         }
         return out.sorted { $0.name < $1.name }
     }
 
-    /// The plan for the rank holding `range` (rank number for error messages only).
-    public func plan(range: ExpertRange, rank: Int?) throws -> TransferPlan {
-        let layout = try self.layout()
-        try checkExperts(layout, range: range, rank: rank)
+    /// The plan for the rank holding `range` (rank number for error messages only), and the
+    /// global view it was cut from.
+    public func plan(range: ExpertRange, rank: Int?) throws -> (plan: TransferPlan, globals: [GlobalTensor]) {
+        try checkExperts(range: range, rank: rank)
+        let globals = try globalTensors()
         var plan = TransferPlan(files: checkpoint.files.indices.map { checkpoint.path(ofFile: $0) })
         let renamed = Dictionary(layout.renamed.map { ($0.name, $0.source) }, uniquingKeysWith: { a, _ in a })
-        for g in try globalTensors(layout) {
+        for g in globals {
             let out = plan.outputs.count
-            if let slot = g.expertLayer {
+            if let slot = g.expertLayer, let projection = g.projection {
                 guard !range.isEmpty else { continue }
-                let projection: Projection = g.name.hasSuffix("gate_and_up_projs") ? .up : .down
                 var shape = g.shape
                 shape[0] = range.count
                 plan.outputs.append(TensorSpec(name: g.name, dtype: expertDType, shape: shape))
@@ -199,6 +197,6 @@ public struct LoadPlanner {
             }
         }
         try plan.validateCoverage()
-        return plan
+        return (plan, globals)
     }
 }

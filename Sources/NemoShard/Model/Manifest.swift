@@ -89,6 +89,13 @@ public struct Manifest: Sendable {
         Set(tensors.filter { $0.expertSharded || $0.holder == rank }.map(\.name))
     }
 
+    /// The `__metadata__` of rank `rank`'s file: its rank, world size and experts, checked against
+    /// the manifest when the checkpoint is opened.
+    static func rankMetadata(rank: Int, range: ExpertRange, world: Int) -> [(String, String)] {
+        [("format", "pt"), ("nemoshard_rank", String(rank)), ("nemoshard_world_size", String(world)),
+         ("nemoshard_experts", "\(range.start),\(range.end)")]
+    }
+
     /// `rank-00003-of-00008.safetensors`.
     public static func rankFileName(_ rank: Int, of world: Int) -> String {
         "rank-\(pad5(rank))-of-\(pad5(world)).safetensors"

@@ -24,10 +24,28 @@ public struct ExpertLayer: Sendable, Hashable, Comparable {
     public static func < (a: Self, b: Self) -> Bool { (a.namespace, a.prefix, a.layer) < (b.namespace, b.prefix, b.layer) }
 }
 
+/// Why `from_hf` drops a key.
+public enum DropReason: Sendable, Equatable, CustomStringConvertible {
+    /// A quantization scale (`..._scale_inv`) of a non-expert weight.
+    case scaleInverse
+    /// A backbone layer at or past `num_hidden_layers` (loading the first layers of a bigger model).
+    case beyondNumHiddenLayers(layer: Int, limit: Int)
+    /// An expert `gate_proj`: ReLU² experts are not gated. Carries the layer it belongs to.
+    case gateProjection(ExpertLayer)
+
+    public var description: String {
+        switch self {
+        case .scaleInverse: return "_scale_inv"
+        case let .beyondNumHiddenLayers(layer, limit): return "layer \(layer) >= num_hidden_layers \(limit)"
+        case .gateProjection: return "gate_proj of a non-gated expert"
+        }
+    }
+}
+
 /// What `from_hf` does with one Hugging Face key.
 public enum HFKeyRole: Sendable, Equatable {
-    /// Dropped: `_scale_inv`, a layer past `num_hidden_layers`, or an expert `gate_proj` (non-gated model).
-    case drop(String)
+    /// Dropped, with the reason.
+    case drop(DropReason)
     /// Kept under this internal name, bytes unchanged.
     case rename(String)
     /// One expert's projection, merged into a grouped tensor.
@@ -35,6 +53,13 @@ public enum HFKeyRole: Sendable, Equatable {
 }
 
 /// The NemotronV3 state-dict mapping of NeMo AutoModel (`NemotronV3StateDictAdapter`), key by key.
+/// Every Hugging Face key rule lives here: prefixes, renames, `mtp.` handling, expert matching,
+/// drops, and the way back.
+///
+/// Mirrors: the reference documented as `nemo_automodel.components.models.nemotron_v3.state_dict_adapter`
+/// (the page kept in `shared/seeds/nemotron_v3_state_dict_adapter.md`, as the project's format
+/// contract `shared/docs/nemotron-v3-format.md` restates it). The README lists what newer upstream
+/// versions are reported to do differently.
 public struct NemotronV3Adapter: Sendable {
     public let numHiddenLayers: Int
     public let nRoutedExperts: Int?
@@ -58,7 +83,7 @@ public struct NemotronV3Adapter: Sendable {
     /// Classifies one HF key exactly as the reference's `from_hf` treats it.
     public func classify(_ key: String) throws -> HFKeyRole {
         if numHiddenLayers > 0, let layer = backboneLayerIndex(key), layer >= numHiddenLayers {
-            return .drop("layer \(layer) >= num_hidden_layers \(numHiddenLayers)")
+            return .drop(.beyondNumHiddenLayers(layer: layer, limit: numHiddenLayers))
         }
         let isMTP = key.hasPrefix("mtp.")
         let stripped = isMTP ? String(key.dropFirst(4)) : NemotronV3Adapter.renameFromHF(key)
@@ -72,13 +97,21 @@ public struct NemotronV3Adapter: Sendable {
             guard let layer = Int(m.layer), let expert = Int(m.expert) else {
                 throw CheckpointError(path: key, "layer or expert index out of range")
             }
-            if m.projection == "gate_proj" { return .drop("gate_proj of a non-gated expert") }
             let slot = ExpertLayer(namespace: isMTP ? .mtp : .backbone, prefix: (isMTP ? "mtp." : "") + m.prefix,
                                    layer: layer)
+            if m.projection == "gate_proj" { return .drop(.gateProjection(slot)) }
             return .expert(slot, expert: expert, m.projection == "up_proj" ? .up : .down)
         }
-        if stripped.hasSuffix("_scale_inv") { return .drop("_scale_inv") }
+        if stripped.hasSuffix("_scale_inv") { return .drop(.scaleInverse) }
         return .rename(outName)
+    }
+
+    /// The prefix the source uses for backbone keys (restored on the way back): that of the first
+    /// backbone expert key, else of the first backbone key; `backbone.` when there is none.
+    public static func detectPrefix(_ keys: [String]) -> String {
+        let first = keys.first { $0.contains(".mixer.experts.") && $0.hasSuffix(".weight") && !$0.hasPrefix("mtp.") }
+            ?? keys.first { $0.hasPrefix("model.") || $0.hasPrefix("backbone.") }
+        return first?.hasPrefix("model.") == true ? "model." : "backbone."
     }
 
     /// `backbone.` -> `model.`, `model.norm_f.weight` -> `model.norm.weight`, `model.embeddings.weight` -> `model.embed_tokens.weight`.

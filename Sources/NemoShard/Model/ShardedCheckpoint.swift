@@ -64,7 +64,7 @@ public struct ShardedCheckpoint: Sendable {
     /// reshard); they must be the manifest's, so swapped or stray files are caught.
     static func checkRankMetadata(_ metadata: [(String, String)], of r: Manifest.RankEntry, worldSize: Int, path: String) throws {
         let m = Dictionary(metadata, uniquingKeysWith: { a, _ in a })
-        let want = LoadJob.rankMetadata(rank: r.rank, range: r.experts, world: worldSize)
+        let want = Manifest.rankMetadata(rank: r.rank, range: r.experts, world: worldSize)
         for (key, value) in want where key.hasPrefix("nemoshard_") && m[key] != value {
             throw CheckpointError(path: path, "metadata \(key) is \(m[key].map { "\"\($0)\"" } ?? "missing"), but \(Manifest.fileName) says rank \(r.rank) of \(worldSize) with experts \(r.experts) (\"\(value)\")")
         }

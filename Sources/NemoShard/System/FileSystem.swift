@@ -197,6 +197,17 @@ public enum FS {
     }
 }
 
+/// Writes `text` to file descriptor 2 (unbuffered, safe from any thread).
+public func printToStandardError(_ text: String) {
+    var bytes = Array(text.utf8)
+    var done = 0
+    while done < bytes.count {
+        let n = bytes[done...].withUnsafeMutableBytes { b in retryingInterrupts { Glibc.write(2, b.baseAddress, b.count) } }
+        if n <= 0 { return }
+        done += n
+    }
+}
+
 /// rename(2) with an error naming both paths.
 func renameFile(_ from: String, _ to: String) throws {
     guard rename(from, to) == 0 else { throw IOError("rename to \(to)", path: from) }
