@@ -162,7 +162,8 @@ extension HFExport {
         stats.rank = world.rank
         stats.experts = manifest.ranks[world.rank].experts
         stats.tensors = plan.outputs.count
-        let staged = try StagedOutput.prepare(output, force: force, inputs: inputs, world: world)
+        let staged = try StagedOutput.prepare(output, force: force, inputs: inputs, world: world,
+                                              writers: gather ? .rankZero : .everyRankShared)
         let exec = try staged.run(write: { try write(s, staged: staged, stats: &stats, execute: execute) },
                                   finish: { try finish(s, staged: staged) })
         let t2 = monotonicSeconds()

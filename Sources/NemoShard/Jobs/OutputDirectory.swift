@@ -38,9 +38,11 @@ public final class OutputDirectory {
     var stagingPrefix: String { ".\(name).nemoshard-staging." }
     var oldPrefix: String { ".\(name).nemoshard-old." }
 
-    /// Rank 0: checks the target against `inputs`, takes the lock, repairs what a killed job left,
-    /// and creates a fresh staging directory, whose path it returns.
-    public func prepare(force: Bool, inputs: [String]) throws -> String {
+    /// Rank 0 (and the leader of every node whose disk rank 0 cannot reach): checks the target
+    /// against `inputs`, takes the lock, repairs what a killed job left, and creates a fresh
+    /// staging directory (named `stagingName` when given, else a new unique name), whose path it
+    /// returns.
+    public func prepare(force: Bool, inputs: [String], stagingName: String? = nil) throws -> String {
         let target = try FS.join(OutputDirectory.resolvedParent(parent), name)
         for input in inputs {
             let source = FS.realPath(input)
@@ -61,7 +63,9 @@ public final class OutputDirectory {
         do {
             try repair(lock.leftover, in: realParent, target: target, inputs: inputs)
             try checkTarget(target, force: force)  // again, under the lock
-            let dir = FS.join(realParent, stagingPrefix + "\(getpid())-\(String(UInt32.random(in: .min ... .max), radix: 16))")
+            let unique = stagingPrefix + "\(getpid())-\(String(UInt32.random(in: .min ... .max), radix: 16))"
+            let dir = FS.join(realParent, stagingName ?? unique)
+            guard FS.baseName(dir).hasPrefix(stagingPrefix) else { throw InternalError("staging name \(dir) is not this output's") }
             try lock.note("pid", String(getpid()))
             try lock.note("host", hostName())
             try lock.note("staging", FS.baseName(dir))

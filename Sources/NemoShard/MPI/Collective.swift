@@ -13,10 +13,13 @@ public protocol Collective: AnyObject {
     func send(_ bytes: UnsafeRawBufferPointer, to dest: Int, tag: Int) throws
     func receive(from source: Int, tag: Int) throws -> [UInt8]
     func split(color: Int, key: Int) throws -> Collective
+    /// The ranks on this rank's node (its rank 0 leads the node).
+    func nodeGroup() throws -> Collective
 }
 
 extension Communicator: Collective {
     public func split(color: Int, key: Int) throws -> Collective { try split(color: color, key: key) as Communicator }
+    public func nodeGroup() throws -> Collective { try splitByNode() }
 }
 
 /// A world of one process.
@@ -35,6 +38,7 @@ public final class SoloCollective: Collective {
     }
     public func receive(from source: Int, tag: Int) throws -> [UInt8] { throw UsageError("receive in a world of one") }
     public func split(color: Int, key: Int) throws -> Collective { self }
+    public func nodeGroup() throws -> Collective { self }
 }
 
 extension Collective {

@@ -35,6 +35,17 @@ public final class Communicator: @unchecked Sendable {
         return Communicator(handle: out, owned: true)
     }
 
+    /// The ranks that share this rank's node (`MPI_Comm_split_type(SHARED)`), ordered by rank:
+    /// its rank 0 is the node's leader.
+    public func splitByNode() throws -> Communicator {
+        var out: MPI_Comm?
+        try MPIError.check(MPI_Comm_split_type(handle, cmpi_comm_type_shared(), Int32(rank), cmpi_info_null(), &out),
+                           "MPI_Comm_split_type")
+        guard let out else { throw MPIError(call: "MPI_Comm_split_type", code: -1) }
+        MPI_Comm_set_errhandler(out, cmpi_errors_return())
+        return Communicator(handle: out, owned: true)
+    }
+
     public func barrier() throws { try MPIError.check(MPI_Barrier(handle), "MPI_Barrier") }
 
     /// A barrier that sleeps while it waits instead of spinning: ranks that finish early leave the

@@ -19,45 +19,48 @@ public struct ShardedCheckpoint: Sendable {
     /// tensors the manifest says, with the right shapes (dim 0 of a grouped tensor = its expert count).
     public static func open(_ directory: String) throws -> ShardedCheckpoint {
         let manifest = try Manifest.load(directory: directory)
-        var locations: [[String: Location]] = []
-        for r in manifest.ranks {
-            let path = FS.join(directory, r.file)
-            guard FS.exists(path) else { throw CheckpointError(path: path, "rank \(r.rank)'s file is missing") }
-            let file = try SafetensorsFile(path: path)
-            try checkRankMetadata(file.header.metadata, of: r, worldSize: manifest.worldSize, path: path)
-            var table: [String: Location] = [:]
-            for t in manifest.tensors {
-                if t.expertSharded && r.experts.isEmpty {
-                    if file.header[t.name] != nil { throw CheckpointError(path: path, "tensor \"\(t.name)\": rank \(r.rank) holds no experts but the file has it") }
-                    continue
-                }
-                if !t.expertSharded && t.holder != r.rank {
-                    if file.header[t.name] != nil {
-                        throw CheckpointError(path: path, "tensor \"\(t.name)\": \(Manifest.fileName) puts it in rank \(t.holder ?? -1)'s file, but rank \(r.rank)'s file has it")
-                    }
-                    continue
-                }
-                guard let info = file.header[t.name] else {
-                    throw CheckpointError(path: path, "tensor \"\(t.name)\" listed in \(Manifest.fileName) is missing")
-                }
-                var want = t.shape
-                if t.expertSharded { want[0] = r.experts.count }
-                guard info.dtype == t.dtype else {
-                    throw CheckpointError(path: path, "tensor \"\(t.name)\": dtype \(info.dtype.rawValue), manifest says \(t.dtype.rawValue)")
-                }
-                guard info.shape == want else {
-                    if t.expertSharded, info.shape.count == want.count, Array(info.shape.dropFirst()) == Array(want.dropFirst()) {
-                        throw CheckpointError(path: path, "tensor \"\(t.name)\": dim 0 is \(info.shape[0]) but rank \(r.rank) holds experts \(r.experts) (\(r.experts.count))")
-                    }
-                    throw CheckpointError(path: path, "tensor \"\(t.name)\": shape \(info.shape), expected \(want)")
-                }
-                table[t.name] = Location(offset: file.fileOffset(of: info), byteCount: info.byteCount)
-            }
-            let extra = file.header.tensors.count - table.count
-            if extra > 0 { throw CheckpointError(path: path, "holds \(extra) tensor(s) the manifest does not list") }
-            locations.append(table)
-        }
+        let locations = try manifest.ranks.map { try rankFileLocations(of: $0, in: directory, manifest: manifest) }
         return ShardedCheckpoint(directory: FS.realPath(directory), manifest: manifest, locations: locations)
+    }
+
+    /// Opens rank `r`'s file and checks it against the manifest: its metadata, and exactly the
+    /// tensors the manifest puts there with the right dtypes and shapes. Returns their locations.
+    static func rankFileLocations(of r: Manifest.RankEntry, in directory: String, manifest: Manifest) throws -> [String: Location] {
+        let path = FS.join(directory, r.file)
+        guard FS.exists(path) else { throw CheckpointError(path: path, "rank \(r.rank)'s file is missing") }
+        let file = try SafetensorsFile(path: path)
+        try checkRankMetadata(file.header.metadata, of: r, worldSize: manifest.worldSize, path: path)
+        var table: [String: Location] = [:]
+        for t in manifest.tensors {
+            if t.expertSharded && r.experts.isEmpty {
+                if file.header[t.name] != nil { throw CheckpointError(path: path, "tensor \"\(t.name)\": rank \(r.rank) holds no experts but the file has it") }
+                continue
+            }
+            if !t.expertSharded && t.holder != r.rank {
+                if file.header[t.name] != nil {
+                    throw CheckpointError(path: path, "tensor \"\(t.name)\": \(Manifest.fileName) puts it in rank \(t.holder ?? -1)'s file, but rank \(r.rank)'s file has it")
+                }
+                continue
+            }
+            guard let info = file.header[t.name] else {
+                throw CheckpointError(path: path, "tensor \"\(t.name)\" listed in \(Manifest.fileName) is missing")
+            }
+            var want = t.shape
+            if t.expertSharded { want[0] = r.experts.count }
+            guard info.dtype == t.dtype else {
+                throw CheckpointError(path: path, "tensor \"\(t.name)\": dtype \(info.dtype.rawValue), manifest says \(t.dtype.rawValue)")
+            }
+            guard info.shape == want else {
+                if t.expertSharded, info.shape.count == want.count, Array(info.shape.dropFirst()) == Array(want.dropFirst()) {
+                    throw CheckpointError(path: path, "tensor \"\(t.name)\": dim 0 is \(info.shape[0]) but rank \(r.rank) holds experts \(r.experts) (\(r.experts.count))")
+                }
+                throw CheckpointError(path: path, "tensor \"\(t.name)\": shape \(info.shape), expected \(want)")
+            }
+            table[t.name] = Location(offset: file.fileOffset(of: info), byteCount: info.byteCount)
+        }
+        let extra = file.header.tensors.count - table.count
+        if extra > 0 { throw CheckpointError(path: path, "holds \(extra) tensor(s) the manifest does not list") }
+        return table
     }
 
     /// A rank file names its rank, world size and experts in its metadata (written by load and
@@ -73,34 +76,23 @@ public struct ShardedCheckpoint: Sendable {
     /// Ranks that write for their expert range: the lowest rank of each distinct range (replicas skip).
     public var ownerRanks: [Int] { Manifest.ownerRanks(manifest.ranks) }
 
-    public func toJSON() -> JSON {
-        .object([
-            ("directory", .string(directory)),
-            ("manifest", manifest.toJSON()),
-            ("locations", .array(locations.map { table in
-                .array(table.keys.sorted().map { k in
-                    .array([.string(k), .int(Int64(table[k]!.offset)), .int(Int64(table[k]!.byteCount))])
-                })
-            })),
-        ])
+    /// One rank file's location table as JSON (`[[name, offset, bytes], ...]`, sorted by name).
+    static func tableJSON(_ table: [String: Location]) -> JSON {
+        .array(table.keys.sorted().map { k in
+            let l = table[k] ?? Location(offset: 0, byteCount: 0)
+            return .array([.string(k), .int(Int64(l.offset)), .int(Int64(l.byteCount))])
+        })
     }
 
-    public init(json: JSON) throws {
-        func bad() -> CheckpointError { CheckpointError(path: "<plan>", "malformed per-rank plan") }
-        guard let dir = json["directory"]?.stringValue, let m = json["manifest"], let locs = json["locations"]?.arrayValue
-        else { throw bad() }
-        directory = dir
-        manifest = try Manifest(json: m, path: FS.join(dir, Manifest.fileName))
-        locations = try locs.map { table in
-            guard let entries = table.arrayValue else { throw bad() }
-            var out: [String: Location] = [:]
-            for e in entries {
-                guard let a = e.arrayValue, a.count == 3, let k = a[0].stringValue, let o = a[1].intValue, let n = a[2].intValue
-                else { throw bad() }
-                out[k] = Location(offset: Int(o), byteCount: Int(n))
-            }
-            return out
+    static func table(json: JSON) throws -> [String: Location] {
+        guard let entries = json.arrayValue else { throw InternalError("malformed location table") }
+        var out: [String: Location] = [:]
+        for e in entries {
+            guard let a = e.arrayValue, a.count == 3, let k = a[0].stringValue, let o = a[1].intValue, let n = a[2].intValue
+            else { throw InternalError("malformed location table entry") }
+            out[k] = Location(offset: Int(o), byteCount: Int(n))
         }
+        return out
     }
 
     init(directory: String, manifest: Manifest, locations: [[String: Location]]) {

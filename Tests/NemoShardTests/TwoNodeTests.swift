@@ -1,0 +1,141 @@
+import Foundation
+import XCTest
+@testable import NemoShard
+
+/// Two simulated nodes (`scripts/nodes`: network namespaces, OpenMPI over TCP, each node its own
+/// host name and its own "node-local disk" at the same path). A harness that cannot start fails
+/// these tests; it never skips them.
+final class TwoNodeTests: XCTestCase {
+    struct Nodes {
+        let local: String, disk0: String, disk1: String
+    }
+
+    static let script = CLI.packageRoot + "/scripts/nodes"
+
+    /// Brings the nodes up and returns their paths.
+    func nodes() throws -> Nodes {
+        let up = try shell([TwoNodeTests.script, "up", "-q"])
+        XCTAssertEqual(up.code, 0, "the two-node harness must start:\n\(up.err)")
+        guard up.code == 0 else { throw UsageError("the two-node harness did not start") }
+        let env = try shell([TwoNodeTests.script, "env"])
+        var values: [String: String] = [:]
+        for line in env.out.split(separator: "\n") {
+            let parts = line.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2 { values[parts[0]] = parts[1].trimmingCharacters(in: CharacterSet(charactersIn: "'\"")) }
+        }
+        let n = Nodes(local: values["NODES_LOCAL"] ?? "", disk0: values["NODES_DISK0"] ?? "", disk1: values["NODES_DISK1"] ?? "")
+        XCTAssertFalse(n.local.isEmpty || n.disk0.isEmpty || n.disk1.isEmpty, env.out)
+        return n
+    }
+
+    override class func tearDown() {
+        _ = try? shell([script, "down"])
+        super.tearDown()
+    }
+
+    /// `mpirun -n ranks nemoshard args` over both nodes (ranks split evenly, node0 first).
+    func onNodes(_ ranks: Int, _ args: [String], env: [String: String] = [:]) throws -> CLI.Output {
+        let r = try shell([TwoNodeTests.script, "run", String(ranks), CLI.binary] + args, env: env.merging(["NODES_TIMEOUT": "240"]) { a, _ in a })
+        return CLI.Output(code: r.code, stdout: r.out, stderr: r.err)
+    }
+
+    /// A fresh directory name on the node-local disk, removed from both disks afterwards.
+    func localName(_ n: Nodes) -> String {
+        let name = "t-" + UUID().uuidString.prefix(8)
+        addTeardownBlock {
+            for d in [n.disk0, n.disk1] { FS.removeTree(d + "/" + name) }
+        }
+        return name
+    }
+
+    func testLoadOnTwoNodesSharedAndNodeLocalEqualsOneNode() throws {
+        let n = try nodes()
+        let hf = try synthCLI(["--experts", "10", "--mtp", "*E", "--shards", "3"])
+        let dir = temporaryDirectory(self)
+        try ok(["load", hf, "--out", dir + "/one-node"], ranks: 4)
+        let shared = try onNodes(4, ["load", hf, "--out", dir + "/shared"])
+        XCTAssertEqual(shared.code, 0, shared.stderr)
+        let name = localName(n)
+        let local = try onNodes(4, ["load", hf, "--out", n.local + "/" + name])
+        XCTAssertEqual(local.code, 0, local.stderr)
+        // Each node holds its own ranks' files and a complete manifest; every file is the one-node one.
+        let expected: [(String, [String])] = [(n.disk0, ["nemoshard.json", "rank-00000-of-00004.safetensors", "rank-00001-of-00004.safetensors"]),
+                                              (n.disk1, ["nemoshard.json", "rank-00002-of-00004.safetensors", "rank-00003-of-00004.safetensors"])]
+        for (disk, files) in expected {
+            XCTAssertEqual(try FS.list(disk + "/" + name), files)
+            XCTAssertEqual(try FS.list(disk).filter { $0.contains(name) }, [name], "no staging or lock left on \(disk)")
+            for f in files {
+                XCTAssertEqual(digest(try readWholeFile(disk + "/" + name + "/" + f)), digest(try readWholeFile(dir + "/one-node/" + f)), f)
+                XCTAssertEqual(digest(try readWholeFile(dir + "/shared/" + f)), digest(try readWholeFile(dir + "/one-node/" + f)), f)
+            }
+        }
+    }
+
+    func testSaveHFFromNodeLocalFilesAndOnSharedStorage() throws {
+        let n = try nodes()
+        let hf = try synthCLI(["--experts", "10", "--mtp", "*E", "--shards", "3"])
+        let dir = temporaryDirectory(self)
+        let name = localName(n)
+        XCTAssertEqual(try onNodes(4, ["load", hf, "--out", n.local + "/" + name]).code, 0)
+        // --gather from node-local rank files: every rank reads its own file; rank 0 alone writes.
+        let gathered = try onNodes(4, ["save-hf", n.local + "/" + name, dir + "/gathered", "--gather", "--max-shard-size", "30kB"])
+        XCTAssertEqual(gathered.code, 0, gathered.stderr)
+        try ok(["verify", hf, dir + "/gathered", "--strict"])
+        // To node-local storage: only rank 0's node gets the export.
+        let out = localName(n)
+        XCTAssertEqual(try onNodes(4, ["save-hf", n.local + "/" + name, n.local + "/" + out, "--gather"]).code, 0)
+        try ok(["verify", hf, n.disk0 + "/" + out, "--strict"])
+        XCTAssertFalse(FS.exists(n.disk1 + "/" + out))
+        // Every rank writing its shards cannot form one checkpoint on node-local disks: refused.
+        let parallel = try onNodes(4, ["save-hf", n.local + "/" + name, n.local + "/" + out + "-p"])
+        XCTAssertEqual(parallel.code, 2, parallel.stderr)
+        XCTAssertTrue(parallel.errorLines.first?.contains("is on node-local storage") ?? false, parallel.stderr)
+        XCTAssertTrue(parallel.errorLines.first?.contains("use --gather") ?? false, parallel.stderr)
+        for d in [n.disk0, n.disk1] { XCTAssertFalse(try FS.list(d).contains { $0.contains(out + "-p") }, "nothing left on \(d)") }
+        // Both modes on shared storage, from a per-rank checkpoint written across the nodes.
+        XCTAssertEqual(try onNodes(4, ["load", hf, "--out", dir + "/sharded"]).code, 0)
+        XCTAssertEqual(try onNodes(4, ["save-hf", dir + "/sharded", dir + "/parallel"]).code, 0)
+        try ok(["verify", hf, dir + "/parallel", "--strict"])
+    }
+
+    func testARankKilledOnTheSecondNodeCommitsNothingOnEitherNode() throws {
+        let n = try nodes()
+        let hf = try synthCLI(["--experts", "10"])
+        for point in ["written:3", "committed:2"] {
+            let name = localName(n)
+            let r = try onNodes(4, ["load", hf, "--out", n.local + "/" + name], env: ["NEMOSHARD_FAILPOINT": point])
+            XCTAssertNotEqual(r.code, 0, point)
+            for d in [n.disk0, n.disk1] {
+                XCTAssertFalse(FS.exists(d + "/" + name), "\(point): nothing committed on \(d)")
+                XCTAssertFalse(try FS.list(d).contains { $0.hasPrefix("." + name) && $0.contains("staging") && FS.exists(d + "/" + $0 + "/nemoshard.json") },
+                               "\(point): no finished staging on \(d)")
+            }
+            // The next job on the same output succeeds and leaves nothing behind on either node.
+            let again = try onNodes(4, ["load", hf, "--out", n.local + "/" + name])
+            XCTAssertEqual(again.code, 0, again.stderr)
+            for d in [n.disk0, n.disk1] { XCTAssertEqual(try FS.list(d).filter { $0.contains(name) }, [name], d) }
+        }
+    }
+}
+
+/// Runs a command, capturing its output.
+@discardableResult
+func shell(_ argv: [String], env: [String: String] = [:]) throws -> (code: Int32, out: String, err: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: argv[0])
+    p.arguments = Array(argv.dropFirst())
+    p.environment = ProcessInfo.processInfo.environment.merging(env) { _, b in b }
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    final class Box: @unchecked Sendable { var data = Data() }
+    let box = Box()
+    let group = DispatchGroup()
+    group.enter()
+    DispatchQueue.global().async { box.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: box.data, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+}
