@@ -98,6 +98,38 @@ final class TwoNodeTests: XCTestCase {
         try ok(["verify", hf, dir + "/parallel", "--strict"])
     }
 
+    func testReshardAndVerifyFromNodeLocalFilesExchangeRowsOverMPI() throws {
+        let n = try nodes()
+        let hf = try synthCLI(["--experts", "10", "--mtp", "*E", "--shards", "3"])
+        let dir = temporaryDirectory(self)
+        let eight = localName(n), four = localName(n)
+        XCTAssertEqual(try onNodes(8, ["load", hf, "--out", n.local + "/" + eight]).code, 0)
+        // 4 new ranks, 2 per node: each needs rows of old files on the other node's disk.
+        let re = try onNodes(4, ["reshard", n.local + "/" + eight, "--out", n.local + "/" + four, "--json"])
+        XCTAssertEqual(re.code, 0, re.stderr)
+        try ok(["load", hf, "--out", dir + "/fresh"], ranks: 4)
+        for (disk, ranks) in [(n.disk0, [0, 1]), (n.disk1, [2, 3])] {
+            for r in ranks {
+                let f = Manifest.rankFileName(r, of: 4)
+                XCTAssertEqual(digest(try readWholeFile(disk + "/" + four + "/" + f)), digest(try readWholeFile(dir + "/fresh/" + f)), f)
+            }
+            XCTAssertEqual(try readWholeFile(disk + "/" + four + "/nemoshard.json"), try readWholeFile(dir + "/fresh/nemoshard.json"))
+        }
+        // Every old byte is read once in all, by a rank that sees its file.
+        let oneNode = try ok(["reshard", dir + "/fresh", "--out", dir + "/again", "--json"], ranks: 4)
+        XCTAssertEqual(re.json?["bytes_read"], oneNode.json?["bytes_read"])
+        // verify reads slices across the nodes the same way, and sees a byte changed on node1.
+        XCTAssertEqual(try onNodes(4, ["verify", hf, n.local + "/" + eight, "--strict"]).code, 0)
+        XCTAssertEqual(try onNodes(8, ["verify", n.local + "/" + four, n.local + "/" + eight]).code, 0)
+        let victim = n.disk1 + "/" + eight + "/" + Manifest.rankFileName(7, of: 8)
+        var bytes = try readWholeFile(victim)
+        bytes[bytes.count - 1] ^= 0x01
+        writeBytes(victim, bytes)
+        let changed = try onNodes(4, ["verify", hf, n.local + "/" + eight])
+        XCTAssertEqual(changed.code, 1, changed.stderr)
+        XCTAssertTrue(changed.stdout.contains("DIFFERENT: 1 difference(s)"), changed.stdout)
+    }
+
     func testARankKilledOnTheSecondNodeCommitsNothingOnEitherNode() throws {
         let n = try nodes()
         let hf = try synthCLI(["--experts", "10"])

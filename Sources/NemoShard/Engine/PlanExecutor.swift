@@ -83,22 +83,26 @@ public final class PlanExecutor: Sendable {
     /// Executes `plan` into `sink`. `progress` receives cumulative source bytes done.
     public func run(_ plan: TransferPlan, into sink: TensorSink, progress: (@Sendable (Int) -> Void)? = nil) throws -> ExecutionStats {
         let start = monotonicSeconds()
-        let files = try plan.files.map { path -> SystemFile in
+        // Only the files some piece reads are opened (a rank may not see the others at all).
+        let used = Set(plan.pieces.map(\.source.file))
+        let files = try plan.files.enumerated().map { i, path -> SystemFile? in
+            guard used.contains(i) else { return nil }
             let f = try SystemFile(readingAt: path)
             f.adviseSequential()
             return f
         }
-        let sizes = try files.map { try $0.size() }
+        let sizes = try files.map { try $0?.size() ?? 0 }
         for p in plan.pieces where p.source.offset + p.source.count > sizes[p.source.file] {
             throw IOError("read (the file is \(sizes[p.source.file]) bytes, shorter than its header says)",
-                          path: files[p.source.file].path, code: EIO)
+                          path: plan.files[p.source.file], code: EIO)
         }
         // Whole-output copies the sink takes as they are (mapped), then everything else.
         var remaining = plan
         var adoptedBytes = 0
         remaining.pieces = try plan.pieces.filter { p in
             guard p.transform == .copy, p.destOffset == 0, p.source.count == plan.outputs[p.output].byteCount,
-                  try sink.adopt(file: files[p.source.file], offset: p.source.offset, count: p.source.count, output: p.output)
+                  let file = files[p.source.file],
+                  try sink.adopt(file: file, offset: p.source.offset, count: p.source.count, output: p.output)
             else { return true }
             adoptedBytes += p.source.count
             return false
@@ -130,8 +134,8 @@ public final class PlanExecutor: Sendable {
         return stats
     }
 
-    private func process(_ b: Batch, files: [SystemFile], sink: TensorSink, scratch: ScratchBuffer) throws {
-        let file = files[b.file]
+    private func process(_ b: Batch, files: [SystemFile?], sink: TensorSink, scratch: ScratchBuffer) throws {
+        guard let file = files[b.file] else { throw InternalError("\(b.file): a batch reads a file that was not opened") }
         // Plain copies need no user-space source buffer.
         if b.pieces.allSatisfy({ $0.transform == .copy }) {
             var rest: [Piece] = []

@@ -29,8 +29,15 @@ public enum ReshardJob {
             },
             tensors: old.tensors, sourceDirectory: old.sourceDirectory, config: old.config, hfPrefix: old.hfPrefix,
             hfKeys: old.hfKeys, extraFiles: old.extraFiles)
-        let inFile = manifest.fileTensors(rank: world.rank)
-        let plan = try world.agree { try ReshardPlanner(source: source).plan(range: range).keeping { inFile.contains($0.name) } }
+        // Every rank's plan (the same on every rank): pieces a rank cannot read travel over MPI.
+        let plans = try world.agree {
+            try (0..<world.size).map { r -> TransferPlan in
+                let inFile = manifest.fileTensors(rank: r)
+                return try ReshardPlanner(source: source).plan(range: shape.expertRange(of: r, experts: old.nRoutedExperts))
+                    .keeping { inFile.contains($0.name) }
+            }
+        }
+        let plan = plans[world.rank]
         let t1 = monotonicSeconds()
         var stats = RankStats()
         stats.rank = world.rank
@@ -42,7 +49,8 @@ public enum ReshardJob {
             let w = try SafetensorsWriter(path: staged.stagingPath(fileName), specs: plan.outputs,
                                           metadata: Manifest.rankMetadata(rank: world.rank, range: range, world: world.size))
             stats.bytesWritten = w.fileSize
-            return (try PlanExecutor(chunkBytes: o.chunkBytes, threads: o.threads).run(plan, into: FileSink(writer: w)), [w])
+            let executor = PlanExecutor(chunkBytes: o.chunkBytes, threads: o.threads)
+            return (try RowExchange(source: source, world: world, plans: plans).run(executor: executor, into: FileSink(writer: w)), [w])
         }, finish: {
             try writeFileAtomically(staged.stagingPath(Manifest.fileName), Array(manifest.toJSON().serialized(indent: 1).utf8))
         })

@@ -7,19 +7,25 @@ extension HFCheckpoint {
 }
 
 extension ShardedCheckpoint {
-    /// Rank 0 reads the manifest and sends it; each rank opens and checks its own rank file (rank 0
-    /// also those of ranks beyond this job's world), and the location tables are shared. So a
-    /// per-rank checkpoint spread over node-local disks (each node holding its ranks' files and the
-    /// manifest) opens as long as every rank runs where its file is.
+    /// Rank 0 reads the manifest and sends it; every rank says which rank files it can see, each
+    /// file gets one reader (its own rank when that rank sees it, else the lowest rank that does),
+    /// which opens and checks it; the location tables are shared. So a per-rank checkpoint spread
+    /// over node-local disks (each node holding its ranks' files and the manifest) opens, and the
+    /// files a rank cannot see are read for it by their reader.
     public static func openShared(_ directory: String, world: Collective) throws -> ShardedCheckpoint {
         let bytes = try world.agreeOnRoot { Array(try Manifest.load(directory: directory).toJSON().serialized().utf8) }
         let manifest = try Manifest(json: try JSON.parse(try world.broadcast(bytes ?? [], root: 0)),
                                     path: FS.join(directory, Manifest.fileName))
-        let mine = manifest.ranks.filter { $0.rank == world.rank || (world.rank == 0 && $0.rank >= world.size) }
+        let sees = manifest.ranks.map { Int64(FS.exists(FS.join(directory, $0.file)) ? 1 : 0) }
+        let all = try world.allgather(sees)
+        let n = manifest.worldSize
+        let visible = (0..<world.size).map { r in (0..<n).map { all[r * n + $0] == 1 } }
+        let readers = (0..<n).map { f in f < world.size && visible[f][f] ? f : (0..<world.size).first { visible[$0][f] } ?? 0 }
+        let mine = manifest.ranks.filter { readers[$0.rank] == world.rank }
         let tables = try world.agree {
             JSON.array(try mine.map { .array([.int(Int64($0.rank)), tableJSON(try rankFileLocations(of: $0, in: directory, manifest: manifest))]) })
         }
-        var locations = [[String: Location]](repeating: [:], count: manifest.worldSize)
+        var locations = [[String: Location]](repeating: [:], count: n)
         for part in try world.allgatherBytes(Array(tables.serialized().utf8)) {
             for item in try JSON.parse(part).arrayValue ?? [] {
                 guard let pair = item.arrayValue, pair.count == 2, let r = pair[0].intValue, r >= 0, Int(r) < locations.count
@@ -27,6 +33,9 @@ extension ShardedCheckpoint {
                 locations[Int(r)] = try table(json: pair[1])
             }
         }
-        return ShardedCheckpoint(directory: FS.realPath(directory), manifest: manifest, locations: locations)
+        var checkpoint = ShardedCheckpoint(directory: FS.realPath(directory), manifest: manifest, locations: locations)
+        checkpoint.visible = visible
+        checkpoint.readers = readers
+        return checkpoint
     }
 }

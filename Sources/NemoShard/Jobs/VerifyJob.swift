@@ -64,6 +64,8 @@ public enum VerifyJob {
         /// Source HF keys that `from_hf` drops, with the reason.
         let dropped: [String: String]
         let config: JSON
+        /// The per-rank checkpoint behind a per-rank view (its files may be spread over nodes).
+        var sharded: ShardedCheckpoint?
     }
 
     /// The HF keys of `keys` that `adapter` drops, with the reason.
@@ -81,7 +83,7 @@ public enum VerifyJob {
             let sharded = Set(s.manifest.tensors.filter(\.expertSharded).map(\.name))
             let adapter = NemotronV3Adapter(config: try s.manifest.nemotronConfig())
             return View(plan: plan, grouped: plan.outputs.map { sharded.contains($0.name) },
-                        dropped: droppedKeys(s.manifest.hfKeys, adapter), config: s.manifest.config)
+                        dropped: droppedKeys(s.manifest.hfKeys, adapter), config: s.manifest.config, sharded: s)
         }
         let c = try HFCheckpoint.openShared(path, world: world)
         let (planner, plan, globals) = try world.agree { () -> (LoadPlanner, TransferPlan, [LoadPlanner.GlobalTensor]) in
@@ -99,28 +101,35 @@ public enum VerifyJob {
         let outs = v.plan.outputs
         let slices = outs.indices.map { v.grouped[$0] ? outs[$0].shape.first ?? 0 : 1 }
         func owner(_ o: Int, _ s: Int) -> Int { Int((fnv1a(outs[o].name) &+ UInt64(s)) % UInt64(world.size)) }
-        var share = TransferPlan(files: v.plan.files, outputs: outs)
-        for p in v.plan.pieces {
-            let sliceBytes = slices[p.output] > 0 ? outs[p.output].byteCount / slices[p.output] : 0
-            let outBytes = p.transform.outputBytes(sourceBytes: p.source.count)
-            if v.grouped[p.output], p.transform == .copy, sliceBytes > 0, outBytes > sliceBytes {
-                // a run of several experts: one piece per expert
-                var d = 0
-                while d < outBytes {
-                    let s = (p.destOffset + d) / sliceBytes
-                    if owner(p.output, s) == world.rank {
-                        share.pieces.append(Piece(source: SourceRange(file: p.source.file, offset: p.source.offset + d, count: sliceBytes),
-                                                  transform: .copy, output: p.output, destOffset: p.destOffset + d))
+        func share(of rank: Int) -> TransferPlan {
+            var share = TransferPlan(files: v.plan.files, outputs: outs)
+            for p in v.plan.pieces {
+                let sliceBytes = slices[p.output] > 0 ? outs[p.output].byteCount / slices[p.output] : 0
+                let outBytes = p.transform.outputBytes(sourceBytes: p.source.count)
+                if v.grouped[p.output], p.transform == .copy, sliceBytes > 0, outBytes > sliceBytes {
+                    // a run of several experts: one piece per expert
+                    var d = 0
+                    while d < outBytes {
+                        let s = (p.destOffset + d) / sliceBytes
+                        if owner(p.output, s) == rank {
+                            share.pieces.append(Piece(source: SourceRange(file: p.source.file, offset: p.source.offset + d, count: sliceBytes),
+                                                      transform: .copy, output: p.output, destOffset: p.destOffset + d))
+                        }
+                        d += sliceBytes
                     }
-                    d += sliceBytes
+                    continue
                 }
-                continue
+                let s = sliceBytes > 0 ? p.destOffset / sliceBytes : 0
+                if owner(p.output, s) == rank { share.pieces.append(p) }
             }
-            let s = sliceBytes > 0 ? p.destOffset / sliceBytes : 0
-            if owner(p.output, s) == world.rank { share.pieces.append(p) }
+            return share
         }
         let sink = ChecksumSink(outputs: outs, slices: slices)
-        let e = try PlanExecutor(chunkBytes: chunkBytes).run(share, into: sink)
+        let executor = PlanExecutor(chunkBytes: chunkBytes)
+        let e = try v.sharded.map { source in
+            // Rank files on other nodes' disks are read there and their slices sent here.
+            try RowExchange(source: source, world: world, plans: (0..<world.size).map(share(of:))).run(executor: executor, into: sink)
+        } ?? executor.run(share(of: world.rank), into: sink)
         stats.bytesRead += e.bytesRead
         // Combine: slice s of output o comes from its owner.
         var mine: [Int64] = []

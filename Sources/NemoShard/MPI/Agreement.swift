@@ -8,9 +8,18 @@ public struct JobFailure: Error, CustomStringConvertible {
     public var description: String { "rank \(rank): \(message)" }
 }
 
+/// A rank stopped only because another rank failed (e.g. it would have waited for that rank's
+/// data). `agree` reports the other rank's own error instead of this one.
+public struct PeerFailure: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
 extension Collective {
     /// Runs `body` on every rank, then agrees: if any rank threw, every rank throws the same
-    /// `JobFailure` carrying the lowest failing rank's message. A collective: all ranks must call it.
+    /// `JobFailure` carrying the lowest failing rank's message (a `PeerFailure` only when no rank
+    /// has an error of its own). A collective: all ranks must call it.
     public func agree<T>(_ body: () throws -> T) throws -> T {
         var result: T?
         var status: [UInt8] = []
@@ -18,6 +27,8 @@ extension Collective {
             status = [f.isUsage ? 2 : 1] + Array(f.message.utf8)
         } catch let u as UsageError {
             status = [2] + Array(u.description.utf8)
+        } catch let p as PeerFailure {
+            status = [3] + Array(p.message.utf8)
         } catch {
             status = [1] + Array(String(describing: error).utf8)
         }
@@ -25,7 +36,7 @@ extension Collective {
         let failed = try allreduce(status.isEmpty ? 0 : 1, .max)
         if failed == 0, let result { return result }
         let all = try allgatherBytes(status)
-        guard let r = all.firstIndex(where: { !$0.isEmpty }) else {
+        guard let r = all.firstIndex(where: { !$0.isEmpty && $0[0] != 3 }) ?? all.firstIndex(where: { !$0.isEmpty }) else {
             throw JobFailure(rank: rank, message: "failed without a message", isUsage: false)
         }
         throw JobFailure(rank: r, message: String(decoding: all[r].dropFirst(), as: UTF8.self), isUsage: all[r][0] == 2)

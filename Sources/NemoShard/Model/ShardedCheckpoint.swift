@@ -12,6 +12,13 @@ public struct ShardedCheckpoint: Sendable {
     public let manifest: Manifest
     /// `locations[rank][name]`.
     public let locations: [[String: Location]]
+    /// Which rank files each rank of the job that opened it can read (`visible[rank][file rank]`),
+    /// and the rank that reads each file for the others. All true and identity on a shared filesystem.
+    public internal(set) var visible: [[Bool]] = []
+    public internal(set) var readers: [Int] = []
+
+    /// Whether `rank` of the opening job can read rank file `file` itself.
+    public func canRead(rank: Int, file: Int) -> Bool { visible.isEmpty || visible[rank][file] }
 
     public func path(ofRank r: Int) -> String { FS.join(directory, manifest.ranks[r].file) }
 
