@@ -88,6 +88,14 @@ let commands: [CommandSpec] = [
                               and config.json fields that differ (listed as "ignored" otherwise)
                   --json      print checksums and differences as JSON
                 """),
+    CommandSpec(name: "bandwidth", usage: "mpirun -n N nemoshard bandwidth [--bytes 256MiB] [--rounds 5] [--json]",
+                summary: "MPI point-to-point bandwidth from the first to the last rank (the ceiling for --gather)",
+                positionals: [], optionalPositionals: 0, options: ["--bytes", "--rounds"], flags: ["--json"],
+                help: """
+                  --bytes S    size of one transfer (default 256MiB; chunked like every transfer nemoshard makes)
+                  --rounds N   transfers timed; the median is reported (default 5)
+                  --json       print one JSON object
+                """),
 ]
 
 let toolUsage = """

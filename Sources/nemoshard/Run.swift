@@ -14,6 +14,7 @@ func run(_ command: String, _ args: Arguments) throws -> Int32 {
     case "save-hf": return try saveHF(args)
     case "reshard": return try reshard(args)
     case "verify": return try verify(args)
+    case "bandwidth": return try bandwidth(args)
     default: throw UsageError("unknown command \(command)")
     }
 }
@@ -169,6 +170,24 @@ func reshard(_ args: Arguments) throws -> Int32 {
     o.threads = try threadsOption(args)
     let world = try MPIRuntime.start()
     emit(try ReshardJob.run(o, world: world).1, args, world: world)
+    return 0
+}
+
+func bandwidth(_ args: Arguments) throws -> Int32 {
+    let bytes = try args.value("--bytes").map(parseSize) ?? 256 << 20
+    let rounds = try args.int("--rounds", default: 5)
+    guard rounds >= 1, rounds <= 1000 else { throw UsageError("--rounds must be between 1 and 1000") }
+    guard bytes <= 64 << 30 else { throw UsageError("--bytes must be at most 64GiB") }
+    let world = try MPIRuntime.start()
+    let r = try BandwidthProbe.run(bytes: bytes, rounds: rounds, world: world)
+    if world.rank == 0 {
+        if args.has("--json") {
+            print(JSON.object([("bytes", .int(Int64(r.bytes))), ("rounds", .int(Int64(r.rounds))), ("seconds", .double(r.seconds)),
+                               ("gb_per_s", .double(r.gigabytesPerSecond)), ("world_size", .int(Int64(world.size)))]).serialized())
+        } else {
+            print("rank 0 -> rank \(world.size - 1): \(formatBytes(r.bytes)) in \(format2(r.seconds)) s (median of \(r.rounds)): \(format2(r.gigabytesPerSecond)) GB/s")
+        }
+    }
     return 0
 }
 

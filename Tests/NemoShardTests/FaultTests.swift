@@ -237,11 +237,15 @@ final class FaultTests: XCTestCase {
             XCTAssertEqual(try state(), before, "\(point): old checkpoint intact")
             try ok(["verify", hf, parent + "/out"])
         }
-        // A rank that dies after every file was committed in staging cannot stop the swap: the new
-        // checkpoint is then complete and valid, never a mixture.
+        // A rank that dies after every file was committed in staging: the commit is collective (on
+        // node-local disks every node must have finished), so the old checkpoint stays, complete and
+        // valid, never a mixture; the next job removes what the killed one left.
         let r = try CLI.run(["load", hf, "--out", parent + "/out", "--force", "--mesh", "dp=1,ep=4"], ranks: 4,
                             env: ["NEMOSHARD_FAILPOINT": "committed:1"])
         XCTAssertNotEqual(r.code, 0)
+        XCTAssertEqual(try state(), before, "committed:1: old checkpoint intact")
+        try ok(["verify", hf, parent + "/out"])
+        try ok(["load", hf, "--out", parent + "/out", "--force", "--mesh", "dp=1,ep=4"], ranks: 4)
         XCTAssertEqual(try Manifest.load(directory: parent + "/out").worldSize, 4)
         try ok(["verify", hf, parent + "/out"])
         XCTAssertEqual(try FS.list(parent), ["out"])

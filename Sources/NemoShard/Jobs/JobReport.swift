@@ -106,7 +106,8 @@ public struct JobReport: Sendable {
 /// `s` padded with spaces to `n` characters (text tables).
 public func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
 
-func format2(_ x: Double) -> String {
+/// `x` with two decimals.
+public func format2(_ x: Double) -> String {
     let v = (x * 100).rounded() / 100
     let whole = Int(v)
     let frac = Int(((v - Double(whole)) * 100).rounded())

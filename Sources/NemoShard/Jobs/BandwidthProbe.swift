@@ -1,0 +1,37 @@
+/// Point-to-point MPI bandwidth between the first and the last rank (on a cluster: usually two
+/// different nodes), over the same chunked `send`/`receive` the jobs use: a ceiling to compare
+/// `save-hf --gather` against.
+public enum BandwidthProbe {
+    public struct Result: Sendable {
+        public let bytes: Int
+        public let rounds: Int
+        /// Median seconds of one transfer of `bytes` (receiver's acknowledgement included).
+        public let seconds: Double
+        public var gigabytesPerSecond: Double { seconds > 0 ? Double(bytes) / seconds / 1e9 : 0 }
+    }
+
+    static let tag = 13
+
+    /// Collective. Rank 0 sends `bytes` to the last rank `rounds` times; the others wait.
+    public static func run(bytes: Int, rounds: Int, world: Collective) throws -> Result {
+        let last = world.size - 1
+        var times: [Double] = []
+        let payload = TensorStorage(count: max(bytes, 1))
+        for _ in 0..<max(rounds, 1) {
+            try world.barrier()
+            let t0 = monotonicSeconds()
+            if world.rank == 0, last > 0 {
+                try world.send(UnsafeRawBufferPointer(rebasing: payload.bytes[0..<bytes]), to: last, tag: tag)
+                _ = try world.receive(from: last, tag: tag)
+            } else if world.rank == last, last > 0 {
+                let got = try world.receive(from: 0, tag: tag)
+                guard got.count == bytes else { throw InternalError("received \(got.count) of \(bytes) bytes") }
+                try [UInt8(1)].withUnsafeBytes { try world.send($0, to: 0, tag: tag) }
+            }
+            times.append(monotonicSeconds() - t0)
+        }
+        let sorted = times.sorted()
+        let median = try world.broadcast(Array(String(sorted[sorted.count / 2]).utf8), root: 0)
+        return Result(bytes: bytes, rounds: times.count, seconds: Double(String(decoding: median, as: UTF8.self)) ?? 0)
+    }
+}
