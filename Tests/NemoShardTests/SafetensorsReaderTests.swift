@@ -9,9 +9,12 @@ final class SafetensorsReaderTests: XCTestCase {
         return try SafetensorsFile(path: path)
     }
 
-    func assertRejected(_ bytes: [UInt8], _ fragment: String, file: StaticString = #filePath, line: UInt = #line) {
+    /// Rejected with a message containing `fragment` and, where given, exactly `reason`.
+    func assertRejected(_ bytes: [UInt8], _ fragment: String, _ reason: SafetensorsError.Reason? = nil,
+                        file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertThrowsError(try open(bytes), file: file, line: line) { error in
             XCTAssertTrue(error is SafetensorsError, "\(error)", file: file, line: line)
+            if let reason { XCTAssertEqual((error as? SafetensorsError)?.reason, reason, file: file, line: line) }
             XCTAssertTrue("\(error)".contains(fragment), "\"\(error)\" lacks \"\(fragment)\"", file: file, line: line)
             XCTAssertTrue("\(error)".contains("x.safetensors"), "error names no file: \(error)", file: file, line: line)
         }
@@ -25,10 +28,10 @@ final class SafetensorsReaderTests: XCTestCase {
         XCTAssertEqual(try f.tensor("a").byteArray, [1, 0, 0, 0, 2, 0, 0, 0])
     }
 
-    func testTooSmallForHeader() { assertRejected([1, 2, 3], "too small") }
+    func testTooSmallForHeader() { assertRejected([1, 2, 3], "too small", .fileTooSmall(size: 3)) }
 
     func testHeaderLengthAboveLimit() {
-        assertRejected(rawSafetensors(header: good, data: [UInt8](repeating: 0, count: 8), declaredLength: 100_000_001), "exceeds the limit")
+        assertRejected(rawSafetensors(header: good, data: [UInt8](repeating: 0, count: 8), declaredLength: 100_000_001), "exceeds the limit", .headerTooLong(length: 100_000_001, limit: 100_000_000))
     }
 
     func testHeaderLengthBeyondFile() {
@@ -36,7 +39,7 @@ final class SafetensorsReaderTests: XCTestCase {
     }
 
     func testHeaderNotJSON() { assertRejected(rawSafetensors(header: "{nope", data: []), "not valid JSON") }
-    func testHeaderNotObject() { assertRejected(rawSafetensors(header: "[1,2]", data: []), "does not start with '{'") }
+    func testHeaderNotObject() { assertRejected(rawSafetensors(header: "[1,2]", data: []), "does not start with '{'", .headerNotBrace) }
 
     func testHeaderNotUTF8() {
         var h = Array(#"{"a\#u{00}":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}"#.utf8)
@@ -48,25 +51,25 @@ final class SafetensorsReaderTests: XCTestCase {
     }
 
     func testMissingFields() {
-        assertRejected(rawSafetensors(header: #"{"a":{"shape":[2],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "missing \"dtype\"")
-        assertRejected(rawSafetensors(header: #"{"a":{"dtype":"F32","data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "missing \"shape\"")
-        assertRejected(rawSafetensors(header: #"{"a":{"dtype":"F32","shape":[2]}}"#, data: [UInt8](repeating: 0, count: 8)), "missing \"data_offsets\"")
+        assertRejected(rawSafetensors(header: #"{"a":{"shape":[2],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "missing \"dtype\"", .missingField("dtype"))
+        assertRejected(rawSafetensors(header: #"{"a":{"dtype":"F32","data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "missing \"shape\"", .missingField("shape"))
+        assertRejected(rawSafetensors(header: #"{"a":{"dtype":"F32","shape":[2]}}"#, data: [UInt8](repeating: 0, count: 8)), "missing \"data_offsets\"", .missingField("data_offsets"))
     }
 
     func testWrongTypes() {
-        assertRejected(rawSafetensors(header: #"{"a":{"dtype":3,"shape":[2],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "not a string")
-        assertRejected(rawSafetensors(header: #"{"a":{"dtype":"F32","shape":"2","data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "not an array")
-        assertRejected(rawSafetensors(header: #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}}"#, data: [UInt8](repeating: 0, count: 8)), "two non-negative integers")
-        assertRejected(rawSafetensors(header: #"{"a":[1]}"#, data: []), "not an object")
-        assertRejected(rawSafetensors(header: #"{"__metadata__":{"k":1}}"#, data: []), "not a string")
+        assertRejected(rawSafetensors(header: #"{"a":{"dtype":3,"shape":[2],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "not a string", .fieldWrongType("dtype", expected: "a string"))
+        assertRejected(rawSafetensors(header: #"{"a":{"dtype":"F32","shape":"2","data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "not an array", .fieldWrongType("shape", expected: "an array"))
+        assertRejected(rawSafetensors(header: #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}}"#, data: [UInt8](repeating: 0, count: 8)), "two non-negative integers", .badOffsets)
+        assertRejected(rawSafetensors(header: #"{"a":[1]}"#, data: []), "not an object", .entryNotObject)
+        assertRejected(rawSafetensors(header: #"{"__metadata__":{"k":1}}"#, data: []), "not a string", .metadataValueNotString(key: "k"))
     }
 
     func testUnknownDType() {
-        assertRejected(rawSafetensors(header: #"{"a":{"dtype":"F12","shape":[2],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "unknown dtype")
+        assertRejected(rawSafetensors(header: #"{"a":{"dtype":"F12","shape":[2],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "unknown dtype", .unknownDType("F12"))
     }
 
     func testNegativeAndFractionalDims() {
-        assertRejected(rawSafetensors(header: #"{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "non-negative integers")
+        assertRejected(rawSafetensors(header: #"{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "non-negative integers", .negativeShape)
         assertRejected(rawSafetensors(header: #"{"a":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "non-negative integers")
     }
 
@@ -76,12 +79,12 @@ final class SafetensorsReaderTests: XCTestCase {
     }
 
     func testReversedOffsets() {
-        assertRejected(rawSafetensors(header: #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#, data: [UInt8](repeating: 0, count: 8)), "before begin")
+        assertRejected(rawSafetensors(header: #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#, data: [UInt8](repeating: 0, count: 8)), "before begin", .offsetsReversed(begin: 8, end: 0))
     }
 
     func testOverlappingOffsets() {
         let h = #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#
-        assertRejected(rawSafetensors(header: h, data: [UInt8](repeating: 0, count: 12)), "overlap")
+        assertRejected(rawSafetensors(header: h, data: [UInt8](repeating: 0, count: 12)), "overlap", .overlap)
     }
 
     func testHoleBetweenTensors() {
@@ -90,7 +93,7 @@ final class SafetensorsReaderTests: XCTestCase {
     }
 
     func testDataNotEndingAtFileEnd() {
-        assertRejected(rawSafetensors(header: good, data: [UInt8](repeating: 0, count: 12)), "buffer holds 12 bytes")
+        assertRejected(rawSafetensors(header: good, data: [UInt8](repeating: 0, count: 12)), "buffer holds 12 bytes", .bufferLengthMismatch(end: 8, bufferSize: 12))
     }
 
     func testTruncatedFile() {
@@ -98,7 +101,7 @@ final class SafetensorsReaderTests: XCTestCase {
     }
 
     func testByteLengthMismatch() {
-        assertRejected(rawSafetensors(header: #"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "needs 12")
+        assertRejected(rawSafetensors(header: #"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "needs 12", .byteCountMismatch(bytes: 8, shape: [3], dtype: "F32", needed: 12))
     }
 
     func testDuplicateKeys() {

@@ -1,6 +1,5 @@
 import CKernels
 import Dispatch
-import Glibc
 import Synchronization
 
 /// Counters and phase times of one executed plan.
@@ -8,13 +7,6 @@ public struct ExecutionStats: Sendable {
     public var bytesRead = 0
     public var bytesProduced = 0
     public var wallSeconds = 0.0
-}
-
-/// Monotonic seconds.
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
 /// Runs a `TransferPlan`. Pieces are sorted by file position and exactly adjacent source ranges are
@@ -93,8 +85,7 @@ public final class PlanExecutor: Sendable {
         }
         let sizes = try files.map { try $0?.size() ?? 0 }
         for p in plan.pieces where p.source.offset + p.source.count > sizes[p.source.file] {
-            throw IOError("read (the file is \(sizes[p.source.file]) bytes, shorter than its header says)",
-                          path: plan.files[p.source.file], code: EIO)
+            throw IOError.shortFile(plan.files[p.source.file], size: sizes[p.source.file])
         }
         // Whole-output copies the sink takes as they are (mapped), then everything else.
         var remaining = plan
@@ -226,13 +217,7 @@ public final class PlanExecutor: Sendable {
 enum SourceWindow {
     static func with(file: SystemFile, offset: Int, count: Int, scratch: ScratchBuffer,
                      _ body: (UnsafeRawPointer) throws -> Void) throws {
-        let start = offset / Memory.pageSize * Memory.pageSize
-        let length = offset + count - start
-        if count > 0, let m = mmap(nil, length, PROT_READ, MAP_PRIVATE | MAP_POPULATE, file.fd, off_t(start)), m != MAP_FAILED {
-            defer { munmap(m, length) }
-            try body(UnsafeRawPointer(m) + (offset - start))
-            return
-        }
+        if try file.withMappedRange(offset: offset, count: count, body) { return }
         let buffer = scratch.input(count: max(count, 1))
         try file.read(into: UnsafeMutableRawBufferPointer(start: buffer, count: count), at: offset)
         try body(UnsafeRawPointer(buffer))

@@ -13,15 +13,75 @@ public struct IOError: Error, CustomStringConvertible {
     }
 
     public var description: String { "\(path): \(operation) failed: \(String(cString: strerror(code)))" }
+
+    /// A file shorter than its header says.
+    public static func shortFile(_ path: String, size: Int) -> IOError {
+        IOError("read (the file is \(size) bytes, shorter than its header says)", path: path, code: EIO)
+    }
 }
 
-/// A safetensors file that breaks the format's rules.
+/// A safetensors file that breaks the format's rules: which file, which tensor, which rule.
 public struct SafetensorsError: Error, CustomStringConvertible, Equatable {
+    /// The rule broken (tests match the case; `description` is the message).
+    public enum Reason: Sendable, Equatable, CustomStringConvertible {
+        case fileTooSmall(size: Int)
+        case headerTooLong(length: UInt64, limit: Int)
+        case headerPastEnd(length: UInt64, fileSize: Int)
+        case headerNotBrace
+        case headerNotJSON(String)
+        case headerNotObject
+        case metadataNotObject
+        case metadataValueNotString(key: String)
+        case entryNotObject
+        case missingField(String)
+        case fieldWrongType(String, expected: String)
+        case unknownDType(String)
+        case negativeShape
+        case badOffsets
+        case offsetsReversed(begin: Int64, end: Int64)
+        case shapeOverflows([Int])
+        case byteCountMismatch(bytes: Int64, shape: [Int], dtype: String, needed: Int)
+        case overlap
+        case hole(at: Int)
+        case bufferLengthMismatch(end: Int, bufferSize: Int)
+        case notInFile
+        case bufferSize(given: Int, needed: Int)
+        case rowsOutOfRange(Range<Int>, shape: [Int])
+
+        public var description: String {
+            switch self {
+            case let .fileTooSmall(size): return "file is \(size) bytes, too small for a header"
+            case let .headerTooLong(length, limit): return "header length \(length) exceeds the limit of \(limit)"
+            case let .headerPastEnd(length, size): return "header length \(length) runs past the end of the \(size)-byte file"
+            case .headerNotBrace: return "header does not start with '{'"
+            case let .headerNotJSON(e): return "header is not valid JSON: \(e)"
+            case .headerNotObject: return "header is not a JSON object"
+            case .metadataNotObject: return "__metadata__ is not an object"
+            case let .metadataValueNotString(k): return "__metadata__ value of \"\(k)\" is not a string"
+            case .entryNotObject: return "entry is not an object"
+            case let .missingField(f): return "missing \"\(f)\""
+            case let .fieldWrongType(f, expected): return "\"\(f)\" is not \(expected)"
+            case let .unknownDType(d): return "unknown dtype \"\(d)\""
+            case .negativeShape: return "\"shape\" must hold non-negative integers"
+            case .badOffsets: return "\"data_offsets\" must be two non-negative integers"
+            case let .offsetsReversed(b, e): return "data_offsets end \(e) is before begin \(b)"
+            case let .shapeOverflows(shape): return "shape \(shape) overflows"
+            case let .byteCountMismatch(bytes, shape, dtype, needed): return "holds \(bytes) bytes but shape \(shape) of \(dtype) needs \(needed)"
+            case .overlap: return "data_offsets overlap the previous tensor"
+            case let .hole(at): return "data_offsets leave a hole before this tensor (at \(at))"
+            case let .bufferLengthMismatch(end, size): return "tensor data ends at byte \(end) of the buffer but the buffer holds \(size) bytes"
+            case .notInFile: return "not in this file"
+            case let .bufferSize(given, needed): return "buffer of \(given) bytes for \(needed) bytes"
+            case let .rowsOutOfRange(rows, shape): return "rows \(rows) outside dim 0 of shape \(shape)"
+            }
+        }
+    }
+
     public let path: String
     public let key: String?
-    public let reason: String
+    public let reason: Reason
 
-    public init(path: String, key: String? = nil, _ reason: String) {
+    public init(path: String, key: String? = nil, _ reason: Reason) {
         self.path = path
         self.key = key
         self.reason = reason

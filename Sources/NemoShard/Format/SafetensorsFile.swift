@@ -16,7 +16,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// Reads and validates just the header of an open file.
     public static func readHeader(file: SystemFile, size: Int) throws -> SafetensorsHeader {
         let path = file.path
-        guard size >= 8 else { throw SafetensorsError(path: path, "file is \(size) bytes, too small for a header") }
+        guard size >= 8 else { throw SafetensorsError(path: path, .fileTooSmall(size: size)) }
         let length = try SafetensorsHeader.headerLength(try file.readBytes(count: 8, at: 0), fileSize: size, path: path)
         let bytes = try file.readBytes(count: length, at: 8)
         return try SafetensorsHeader.parse(headerBytes: bytes, fileSize: size, path: path)
@@ -24,7 +24,7 @@ public final class SafetensorsFile: @unchecked Sendable {
 
     /// The entry for `name`, or an error naming the file and key.
     public func info(_ name: String) throws -> TensorInfo {
-        guard let t = header[name] else { throw SafetensorsError(path: path, key: name, "not in this file") }
+        guard let t = header[name] else { throw SafetensorsError(path: path, key: name, .notInFile) }
         return t
     }
 
@@ -35,7 +35,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     public func read(_ name: String, into buffer: UnsafeMutableRawBufferPointer) throws {
         let t = try info(name)
         guard buffer.count == t.byteCount else {
-            throw SafetensorsError(path: path, key: name, "buffer of \(buffer.count) bytes for \(t.byteCount) bytes")
+            throw SafetensorsError(path: path, key: name, .bufferSize(given: buffer.count, needed: t.byteCount))
         }
         try file.read(into: buffer, at: fileOffset(of: t))
     }
@@ -44,11 +44,11 @@ public final class SafetensorsFile: @unchecked Sendable {
     public func readRows(_ name: String, rows: Range<Int>, into buffer: UnsafeMutableRawBufferPointer) throws {
         let t = try info(name)
         guard let first = t.shape.first, rows.lowerBound >= 0, rows.upperBound <= first else {
-            throw SafetensorsError(path: path, key: name, "rows \(rows) outside dim 0 of shape \(t.shape)")
+            throw SafetensorsError(path: path, key: name, .rowsOutOfRange(rows, shape: t.shape))
         }
         let rowBytes = first == 0 ? 0 : t.byteCount / first
         guard buffer.count == rowBytes * rows.count else {
-            throw SafetensorsError(path: path, key: name, "buffer of \(buffer.count) bytes for \(rowBytes * rows.count) bytes")
+            throw SafetensorsError(path: path, key: name, .bufferSize(given: buffer.count, needed: rowBytes * rows.count))
         }
         try file.read(into: buffer, at: fileOffset(of: t) + rowBytes * rows.lowerBound)
     }

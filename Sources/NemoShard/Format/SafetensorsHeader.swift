@@ -54,15 +54,15 @@ public struct SafetensorsHeader: Sendable {
     /// The header length from a file's first 8 bytes, checked against the limit and the file size.
     public static func headerLength(_ first8: [UInt8], fileSize: Int, path: String) throws -> Int {
         guard first8.count == 8, fileSize >= 8 else {
-            throw SafetensorsError(path: path, "file is \(fileSize) bytes, too small for a header")
+            throw SafetensorsError(path: path, .fileTooSmall(size: fileSize))
         }
         var length: UInt64 = 0
         for i in 0..<8 { length |= UInt64(first8[i]) << (8 * UInt64(i)) }
         guard length <= UInt64(maxHeaderSize) else {
-            throw SafetensorsError(path: path, "header length \(length) exceeds the limit of \(maxHeaderSize)")
+            throw SafetensorsError(path: path, .headerTooLong(length: length, limit: maxHeaderSize))
         }
         guard Int(length) <= fileSize - 8 else {
-            throw SafetensorsError(path: path, "header length \(length) runs past the end of the \(fileSize)-byte file")
+            throw SafetensorsError(path: path, .headerPastEnd(length: length, fileSize: fileSize))
         }
         return Int(length)
     }
@@ -75,51 +75,51 @@ public struct SafetensorsHeader: Sendable {
 
     /// Parses and validates header bytes against the file size, as the reference implementation does.
     public static func parse(headerBytes: [UInt8], fileSize: Int, path: String) throws -> SafetensorsHeader {
-        func bad(_ reason: String, key: String? = nil) -> SafetensorsError {
+        func bad(_ reason: SafetensorsError.Reason, key: String? = nil) -> SafetensorsError {
             SafetensorsError(path: path, key: key, reason)
         }
-        guard headerBytes.first == UInt8(ascii: "{") else { throw bad("header does not start with '{'") }
+        guard headerBytes.first == UInt8(ascii: "{") else { throw bad(.headerNotBrace) }
         let json: JSON
         do { json = try JSON.parse(headerBytes) } catch let e as JSONError {
-            throw bad("header is not valid JSON: \(e)")
+            throw bad(.headerNotJSON("\(e)"))
         }
-        guard let members = json.objectValue else { throw bad("header is not a JSON object") }
+        guard let members = json.objectValue else { throw bad(.headerNotObject) }
         var tensors: [TensorInfo] = []
         var metadata: [(String, String)] = []
         tensors.reserveCapacity(members.count)
         for (name, value) in members {
             if name == "__metadata__" {
-                guard let entries = value.objectValue else { throw bad("__metadata__ is not an object") }
+                guard let entries = value.objectValue else { throw bad(.metadataNotObject) }
                 for (k, v) in entries {
-                    guard let s = v.stringValue else { throw bad("__metadata__ value of \"\(k)\" is not a string") }
+                    guard let s = v.stringValue else { throw bad(.metadataValueNotString(key: k)) }
                     metadata.append((k, s))
                 }
                 continue
             }
-            guard let fields = value.objectValue else { throw bad("entry is not an object", key: name) }
+            guard let fields = value.objectValue else { throw bad(.entryNotObject, key: name) }
             _ = fields
-            guard let dtypeValue = value["dtype"] else { throw bad("missing \"dtype\"", key: name) }
-            guard let dtypeName = dtypeValue.stringValue else { throw bad("\"dtype\" is not a string", key: name) }
-            guard let dtype = DType(rawValue: dtypeName) else { throw bad("unknown dtype \"\(dtypeName)\"", key: name) }
-            guard let shapeValue = value["shape"] else { throw bad("missing \"shape\"", key: name) }
-            guard let dims = shapeValue.arrayValue else { throw bad("\"shape\" is not an array", key: name) }
+            guard let dtypeValue = value["dtype"] else { throw bad(.missingField("dtype"), key: name) }
+            guard let dtypeName = dtypeValue.stringValue else { throw bad(.fieldWrongType("dtype", expected: "a string"), key: name) }
+            guard let dtype = DType(rawValue: dtypeName) else { throw bad(.unknownDType(dtypeName), key: name) }
+            guard let shapeValue = value["shape"] else { throw bad(.missingField("shape"), key: name) }
+            guard let dims = shapeValue.arrayValue else { throw bad(.fieldWrongType("shape", expected: "an array"), key: name) }
             var shape: [Int] = []
             for d in dims {
                 guard let i = d.intValue, i >= 0, i <= Int64(Int.max) else {
-                    throw bad("\"shape\" must hold non-negative integers", key: name)
+                    throw bad(.negativeShape, key: name)
                 }
                 shape.append(Int(i))
             }
-            guard let offsetsValue = value["data_offsets"] else { throw bad("missing \"data_offsets\"", key: name) }
+            guard let offsetsValue = value["data_offsets"] else { throw bad(.missingField("data_offsets"), key: name) }
             guard let offsets = offsetsValue.arrayValue, offsets.count == 2,
                   let b = offsets[0].intValue, let e = offsets[1].intValue, b >= 0, e >= 0
-            else { throw bad("\"data_offsets\" must be two non-negative integers", key: name) }
-            guard e >= b else { throw bad("data_offsets end \(e) is before begin \(b)", key: name) }
-            guard let n = elementCount(shape) else { throw bad("shape \(shape) overflows", key: name) }
+            else { throw bad(.badOffsets, key: name) }
+            guard e >= b else { throw bad(.offsetsReversed(begin: b, end: e), key: name) }
+            guard let n = elementCount(shape) else { throw bad(.shapeOverflows(shape), key: name) }
             let (bytes, o) = n.multipliedReportingOverflow(by: dtype.size)
-            guard !o else { throw bad("shape \(shape) overflows", key: name) }
+            guard !o else { throw bad(.shapeOverflows(shape), key: name) }
             guard Int(e - b) == bytes else {
-                throw bad("holds \(e - b) bytes but shape \(shape) of \(dtype.rawValue) needs \(bytes)", key: name)
+                throw bad(.byteCountMismatch(bytes: e - b, shape: shape, dtype: dtype.rawValue, needed: bytes), key: name)
             }
             tensors.append(TensorInfo(name: name, dtype: dtype, shape: shape, begin: Int(b), end: Int(e)))
         }
@@ -127,14 +127,14 @@ public struct SafetensorsHeader: Sendable {
         let sorted = tensors.sorted { ($0.begin, $0.end) < ($1.begin, $1.end) }
         var cursor = 0
         for t in sorted {
-            if t.begin < cursor { throw bad("data_offsets overlap the previous tensor", key: t.name) }
-            if t.begin > cursor { throw bad("data_offsets leave a hole before this tensor (at \(cursor))", key: t.name) }
+            if t.begin < cursor { throw bad(.overlap, key: t.name) }
+            if t.begin > cursor { throw bad(.hole(at: cursor), key: t.name) }
             cursor = t.end
         }
         let dataStart = 8 + headerBytes.count
         let bufferSize = fileSize - dataStart
         guard cursor == bufferSize else {
-            throw bad("tensor data ends at byte \(cursor) of the buffer but the buffer holds \(bufferSize) bytes")
+            throw bad(.bufferLengthMismatch(end: cursor, bufferSize: bufferSize))
         }
         return SafetensorsHeader(tensors: tensors, metadata: metadata, dataStart: dataStart)
     }

@@ -1,15 +1,3 @@
-import Glibc
-
-/// Peak resident set size of this process in bytes (VmHWM of /proc/self/status).
-public func peakRSSBytes() -> Int {
-    guard let bytes = try? readWholeFile("/proc/self/status", limit: ReadLimit.procfs) else { return 0 }
-    for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("VmHWM:") {
-        let digits = line.filter { $0.isNumber }
-        return (Int(digits) ?? 0) * 1024
-    }
-    return 0
-}
-
 /// One rank's counters, gathered to rank 0 for the summary.
 public struct RankStats: Sendable {
     public var rank = 0

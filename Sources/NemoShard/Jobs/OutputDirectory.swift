@@ -1,6 +1,3 @@
-import CKernels
-import Glibc
-
 /// An output checkpoint directory that is committed all at once. The protocol, the same for every
 /// writing command:
 /// - the output's real path (parent resolved, the output itself never a link) is compared with
@@ -63,13 +60,13 @@ public final class OutputDirectory {
         do {
             try repair(lock.leftover, in: realParent, target: target, inputs: inputs)
             try checkTarget(target, force: force)  // again, under the lock
-            let unique = stagingPrefix + "\(getpid())-\(String(UInt32.random(in: .min ... .max), radix: 16))"
+            let unique = stagingPrefix + "\(ProcessFacts.id)-\(String(UInt32.random(in: .min ... .max), radix: 16))"
             let dir = FS.join(realParent, stagingName ?? unique)
             guard FS.baseName(dir).hasPrefix(stagingPrefix) else { throw InternalError("staging name \(dir) is not this output's") }
-            try lock.note("pid", String(getpid()))
+            try lock.note("pid", String(ProcessFacts.id))
             try lock.note("host", hostName())
             try lock.note("staging", FS.baseName(dir))
-            guard mkdir(dir, 0o755) == 0 else { throw IOError("mkdir", path: dir) }
+            try FS.makeDirectory(dir)
             staging = dir
             Interruption.register(directory: dir)
             return dir
@@ -143,12 +140,12 @@ public final class OutputDirectory {
         let target = FS.join(realParent, name)
         try checkTarget(target, force: force)
         if FS.exists(target) {
-            if !OutputDirectory.exchangeDisabled, ns_rename_exchange(staging, target) == 0 {
+            if try FS.exchange(staging, target) {
                 // The output path held the old checkpoint until this instant and the new one after.
                 FS.syncDirectory(realParent)
                 Failpoint.hit("exchanged", rank: 0)
                 FS.removeTree(staging)
-            } else if OutputDirectory.exchangeDisabled || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP {
+            } else {
                 let old = FS.join(realParent, oldPrefix + (FS.baseName(staging).split(separator: ".").last.map(String.init) ?? "x"))
                 try lock.note("old", FS.baseName(old))
                 try renameFile(target, old)
@@ -159,16 +156,10 @@ public final class OutputDirectory {
                 }
                 FS.syncDirectory(realParent)
                 FS.removeTree(old)
-            } else {
-                throw IOError("exchange with \(target)", path: staging)
             }
         } else {
-            if ns_rename_noreplace(staging, target) != 0 {
-                if errno == EEXIST || errno == ENOTEMPTY {
-                    throw OutputError(path: path, "appeared while the job ran; it was not replaced")
-                }
-                guard errno == EINVAL || errno == ENOSYS else { throw IOError("rename to \(target)", path: staging) }
-                try renameFile(staging, target)
+            guard try FS.renameWithoutReplacing(staging, target) == .renamed else {
+                throw OutputError(path: path, "appeared while the job ran; it was not replaced")
             }
             FS.syncDirectory(realParent)
         }
@@ -191,8 +182,4 @@ public final class OutputDirectory {
         lock?.release()
         lock = nil
     }
-
-    /// Tests force the two-rename commit (`NEMOSHARD_NO_RENAME_EXCHANGE=1`), as on a file system
-    /// without `renameat2(RENAME_EXCHANGE)`.
-    static let exchangeDisabled = getenv("NEMOSHARD_NO_RENAME_EXCHANGE").map { String(cString: $0) == "1" } ?? false
 }

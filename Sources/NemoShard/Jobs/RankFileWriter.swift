@@ -1,5 +1,3 @@
-import Glibc
-
 /// Executes a rank's plan into its own file inside an output's staging directory, then agrees,
 /// commits the file, and lets the staging owners finish (manifest or index) and swap the directory
 /// in. On any rank's failure every temporary is removed and the target is left as it was.
@@ -43,7 +41,7 @@ struct StagedOutput {
         }
         let shared = String(decoding: try world.broadcast(Array((staging ?? "").utf8), root: 0), as: UTF8.self)
         guard writers != .rankZero, world.size > 1 else {
-            if world.rank == 0, writers != .rankZero { unlink(FS.join(shared, tokenName)) }
+            if world.rank == 0, writers != .rankZero { FS.removeFile(FS.join(shared, tokenName)) }
             return StagedOutput(staging: shared, directory: world.rank == 0 ? out : nil, force: force, world: world)
         }
         let sharedToken = String(decoding: try world.broadcast(Array(token.utf8), root: 0), as: UTF8.self)
@@ -70,7 +68,7 @@ struct StagedOutput {
             own?.abandon()
             throw error
         }
-        if world.rank == 0 { unlink(FS.join(shared, tokenName)) }
+        if world.rank == 0 { FS.removeFile(FS.join(shared, tokenName)) }
         return StagedOutput(staging: shared, directory: own, force: force, world: world)
     }
 

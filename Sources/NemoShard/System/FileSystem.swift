@@ -1,3 +1,4 @@
+import CKernels
 import Glibc
 
 let ENOENT_CODE = ENOENT
@@ -175,6 +176,36 @@ public enum FS {
             unlink(tmp)
             throw error
         }
+    }
+
+    /// Creates one new directory (mode 0755); an existing name is an error.
+    public static func makeDirectory(_ path: String) throws {
+        guard mkdir(path, 0o755) == 0 else { throw IOError("mkdir", path: path) }
+    }
+
+    /// Unlinks `path` (the name itself, never what a link points to); a missing name is fine.
+    public static func removeFile(_ path: String) { unlink(path) }
+
+    /// Atomically swaps two existing paths (`renameat2(RENAME_EXCHANGE)`). False, having changed
+    /// nothing, where the file system cannot (or `NEMOSHARD_NO_RENAME_EXCHANGE=1` says so, for tests).
+    public static func exchange(_ a: String, _ b: String) throws -> Bool {
+        if ProcessFacts.flag("NEMOSHARD_NO_RENAME_EXCHANGE") { return false }
+        if ns_rename_exchange(a, b) == 0 { return true }
+        if errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP { return false }
+        throw IOError("exchange with \(b)", path: a)
+    }
+
+    /// What `renameWithoutReplacing` did.
+    public enum RenameOutcome { case renamed, targetExists }
+
+    /// Renames `from` to `to` unless `to` exists (`RENAME_NOREPLACE`; plain `rename` where the file
+    /// system lacks it).
+    public static func renameWithoutReplacing(_ from: String, _ to: String) throws -> RenameOutcome {
+        if ns_rename_noreplace(from, to) == 0 { return .renamed }
+        if errno == EEXIST || errno == ENOTEMPTY { return .targetExists }
+        guard errno == EINVAL || errno == ENOSYS else { throw IOError("rename to \(to)", path: from) }
+        try renameFile(from, to)
+        return .renamed
     }
 
     /// Whether `path` can be written into (a directory we may create files in).

@@ -115,6 +115,20 @@ public final class SystemFile: @unchecked Sendable {
         guard fsync(fd) == 0 else { throw IOError("fsync", path: path) }
     }
 
+    /// Runs `body` on a read-only mapping of `count` bytes at `offset` (page tables filled at once,
+    /// just that range, unmapped right after). Returns false, without calling `body`, where the
+    /// range cannot be mapped (the caller then reads it).
+    public func withMappedRange(offset: Int, count: Int, _ body: (UnsafeRawPointer) throws -> Void) throws -> Bool {
+        let start = offset / Memory.pageSize * Memory.pageSize
+        let length = offset + count - start
+        guard count > 0, let m = mmap(nil, length, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, off_t(start)), m != MAP_FAILED else {
+            return false
+        }
+        defer { munmap(m, length) }
+        try body(UnsafeRawPointer(m) + (offset - start))
+        return true
+    }
+
     /// Hints that `length` bytes at `offset` will be read sequentially.
     public func adviseSequential(offset: Int = 0, length: Int = 0) {
         _ = posix_fadvise(fd, off_t(offset), off_t(length), POSIX_FADV_SEQUENTIAL)
