@@ -12,6 +12,13 @@ struct HFExport {
 
     static let shardTag = 11
 
+    /// One line of the index's weight map, with the tensor's size.
+    struct WeightEntry: Codable {
+        let key: String
+        let file: String
+        let bytes: Int
+    }
+
     /// One rank's shards and the numbering of all of them.
     struct Share {
         let plan: TransferPlan
@@ -20,8 +27,8 @@ struct HFExport {
         /// Shards per `ep` rank, and this rank's first global shard index.
         let counts: [Int]
         let first: Int
-        /// Every `ep` rank's weight-map entries, as JSON `[[key, file, bytes], ...]`.
-        let weightEntries: [[UInt8]]
+        /// Every `ep` rank's weight-map entries.
+        let weightEntries: [[WeightEntry]]
 
         var total: Int { counts.reduce(0, +) }
 
@@ -38,10 +45,10 @@ struct HFExport {
         let first = counts.prefix(ep.rank).reduce(0, +)
         let total = counts.reduce(0, +)
         let name = { (i: Int) in "model-\(pad5(i + 1))-of-\(pad5(total)).safetensors" }
-        let mine = JSON.array(groups.enumerated().flatMap { k, g in
-            g.map { JSON.array([.string(plan.outputs[$0].name), .string(name(first + k)), .int(Int64(plan.outputs[$0].byteCount))]) }
-        })
-        let entries = try ep.allgatherBytes(Array(mine.serialized().utf8))
+        let mine = groups.enumerated().flatMap { k, g in
+            g.map { WeightEntry(key: plan.outputs[$0].name, file: name(first + k), bytes: plan.outputs[$0].byteCount) }
+        }
+        let entries = try ep.allgather(mine)
         return Share(plan: plan, groups: groups, counts: counts, first: first, weightEntries: entries)
     }
 
@@ -130,13 +137,9 @@ struct HFExport {
     func finish(_ s: Share, staged: StagedOutput) throws {
         var weightMap: [(String, String)] = []
         var totalSize = 0
-        for part in s.weightEntries {
-            for e in (try JSON.parse(part)).arrayValue ?? [] {
-                guard let a = e.arrayValue, a.count == 3, let k = a[0].stringValue, let f = a[1].stringValue,
-                      let n = a[2].intValue else { throw InternalError("malformed weight-map entry \(e.serialized())") }
-                weightMap.append((k, f))
-                totalSize += Int(n)
-            }
+        for e in s.weightEntries.joined() {
+            weightMap.append((e.key, e.file))
+            totalSize += e.bytes
         }
         weightMap.sort { $0.0 < $1.0 }
         let index = JSON.object([("metadata", .object([("total_size", .int(Int64(totalSize)))])),

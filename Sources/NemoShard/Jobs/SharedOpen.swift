@@ -1,8 +1,7 @@
 extension HFCheckpoint {
     /// Rank 0 reads the index, config and every header; the others receive the result.
     public static func openShared(_ directory: String, world: Collective) throws -> HFCheckpoint {
-        let bytes = try world.agreeOnRoot { Array(try HFCheckpoint.open(directory).toJSON().serialized().utf8) }
-        return try HFCheckpoint(json: try JSON.parse(try world.broadcast(bytes ?? [], root: 0)))
+        try world.broadcast(try world.agreeOnRoot { try HFCheckpoint.open(directory) })
     }
 }
 
@@ -23,14 +22,13 @@ extension ShardedCheckpoint {
         let readers = (0..<n).map { f in f < world.size && visible[f][f] ? f : (0..<world.size).first { visible[$0][f] } ?? 0 }
         let mine = manifest.ranks.filter { readers[$0.rank] == world.rank }
         let tables = try world.agree {
-            JSON.array(try mine.map { .array([.int(Int64($0.rank)), tableJSON(try rankFileLocations(of: $0, in: directory, manifest: manifest))]) })
+            Dictionary(uniqueKeysWithValues: try mine.map { ($0.rank, try rankFileLocations(of: $0, in: directory, manifest: manifest)) })
         }
         var locations = [[String: Location]](repeating: [:], count: n)
-        for part in try world.allgatherBytes(Array(tables.serialized().utf8)) {
-            for item in try JSON.parse(part).arrayValue ?? [] {
-                guard let pair = item.arrayValue, pair.count == 2, let r = pair[0].intValue, r >= 0, Int(r) < locations.count
-                else { throw InternalError("malformed location table") }
-                locations[Int(r)] = try table(json: pair[1])
+        for part in try world.allgather(tables) {
+            for (r, table) in part {
+                guard r >= 0, r < n else { throw InternalError("location table of rank \(r)") }
+                locations[r] = table
             }
         }
         var checkpoint = ShardedCheckpoint(directory: FS.realPath(directory), manifest: manifest, locations: locations)

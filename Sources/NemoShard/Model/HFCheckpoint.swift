@@ -1,5 +1,5 @@
 /// One tensor of a Hugging Face checkpoint: where its bytes are.
-public struct HFTensor: Sendable, Equatable {
+public struct HFTensor: Sendable, Equatable, Codable {
     public let name: String
     /// Index into `HFCheckpoint.files`.
     public let file: Int
@@ -12,7 +12,7 @@ public struct HFTensor: Sendable, Equatable {
 
 /// A Hugging Face checkpoint directory: config, shard files and every tensor's location.
 /// Built once by reading the index and every header; cheap to serialise and send to other ranks.
-public struct HFCheckpoint: Sendable {
+public struct HFCheckpoint: Sendable, Codable {
     public static let indexName = "model.safetensors.index.json"
     public static let singleName = "model.safetensors"
 
@@ -116,40 +116,4 @@ public struct HFCheckpoint: Sendable {
 
     /// Total bytes of all tensors.
     public var totalBytes: Int { tensors.reduce(0) { $0 + $1.byteCount } }
-}
-
-// MARK: - Serialisation (rank 0 sends the plan to the others)
-
-extension HFCheckpoint {
-    public func toJSON() -> JSON {
-        .object([
-            ("directory", .string(directory)),
-            ("config", config.json),
-            ("files", .array(files.map { .string($0) })),
-            ("extra_files", .array(extraFiles.map { .string($0) })),
-            ("tensors", .array(tensors.map { t in
-                .array([.string(t.name), .int(Int64(t.file)), .string(t.dtype.rawValue),
-                        .array(t.shape.map { .int(Int64($0)) }), .int(Int64(t.offset)), .int(Int64(t.byteCount))])
-            })),
-        ])
-    }
-
-    public init(json: JSON) throws {
-        func bad() -> CheckpointError { CheckpointError(path: "<plan>", "malformed checkpoint plan") }
-        guard let dir = json["directory"]?.stringValue, let cfg = json["config"],
-              let files = json["files"]?.arrayValue, let extras = json["extra_files"]?.arrayValue,
-              let list = json["tensors"]?.arrayValue else { throw bad() }
-        directory = dir
-        config = try NemotronConfig(json: cfg, path: FS.join(dir, "config.json"))
-        self.files = try files.map { guard let s = $0.stringValue else { throw bad() }; return s }
-        extraFiles = try extras.map { guard let s = $0.stringValue else { throw bad() }; return s }
-        tensors = try list.map { item in
-            guard let a = item.arrayValue, a.count == 6, let name = a[0].stringValue, let file = a[1].intValue,
-                  let dt = a[2].stringValue.flatMap(DType.init(rawValue:)), let shape = a[3].arrayValue,
-                  let offset = a[4].intValue, let count = a[5].intValue else { throw bad() }
-            return HFTensor(name: name, file: Int(file), dtype: dt, shape: try shape.map {
-                guard let i = $0.intValue else { throw bad() }; return Int(i)
-            }, offset: Int(offset), byteCount: Int(count))
-        }
-    }
 }

@@ -32,7 +32,7 @@ public enum BlockType: Character, Sendable, CaseIterable {
 }
 
 /// The fields of a Nemotron-H `config.json` that the layouts depend on.
-public struct NemotronConfig: Sendable {
+public struct NemotronConfig: Sendable, Codable {
     public let layers: [BlockType]
     public let mtpLayers: [BlockType]
     public let numHiddenLayers: Int
@@ -108,6 +108,17 @@ public struct NemotronConfig: Sendable {
         if let n = nRoutedExperts, n > NemotronConfig.maxRoutedExperts {
             throw bad("\"n_routed_experts\" is \(n), more than the \(NemotronConfig.maxRoutedExperts) nemoshard accepts")
         }
+    }
+
+    /// Sent between ranks as the document itself, checked again on arrival.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(json.serialized())
+    }
+
+    public init(from decoder: Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        try self.init(json: try JSON.parse(text), path: "config.json")
     }
 
     /// Reads and parses `path`.

@@ -3,7 +3,7 @@
 /// against the manifest.
 public struct ShardedCheckpoint: Sendable {
     /// Where one tensor's bytes are in a rank file.
-    public struct Location: Sendable, Equatable {
+    public struct Location: Sendable, Equatable, Codable {
         public let offset: Int
         public let byteCount: Int
     }
@@ -82,25 +82,6 @@ public struct ShardedCheckpoint: Sendable {
 
     /// Ranks that write for their expert range: the lowest rank of each distinct range (replicas skip).
     public var ownerRanks: [Int] { Manifest.ownerRanks(manifest.ranks) }
-
-    /// One rank file's location table as JSON (`[[name, offset, bytes], ...]`, sorted by name).
-    static func tableJSON(_ table: [String: Location]) -> JSON {
-        .array(table.keys.sorted().map { k in
-            let l = table[k] ?? Location(offset: 0, byteCount: 0)
-            return .array([.string(k), .int(Int64(l.offset)), .int(Int64(l.byteCount))])
-        })
-    }
-
-    static func table(json: JSON) throws -> [String: Location] {
-        guard let entries = json.arrayValue else { throw InternalError("malformed location table") }
-        var out: [String: Location] = [:]
-        for e in entries {
-            guard let a = e.arrayValue, a.count == 3, let k = a[0].stringValue, let o = a[1].intValue, let n = a[2].intValue
-            else { throw InternalError("malformed location table entry") }
-            out[k] = Location(offset: Int(o), byteCount: Int(n))
-        }
-        return out
-    }
 
     init(directory: String, manifest: Manifest, locations: [[String: Location]]) {
         self.directory = directory
