@@ -5,7 +5,7 @@ import Synchronization
 /// tensor is one slice) without holding whole tensors: bytes that arrive in order are hashed at
 /// once, early ones wait until the gap before them is filled. Writes from several workers are
 /// serialised by a lock (hashing is in order by nature).
-public final class ChecksumSink: TensorSink, @unchecked Sendable {
+final class ChecksumSink: TensorSink, @unchecked Sendable {
     private let lock = Mutex(())
     let sliceBytes: [Int]
     private var crc: [[UInt32]]
@@ -13,16 +13,16 @@ public final class ChecksumSink: TensorSink, @unchecked Sendable {
     private var pending: [[[Int: [UInt8]]]]
 
     /// `slices[i]` = number of slices output i is cut into (1 for whole tensors).
-    public init(outputs: [TensorSpec], slices: [Int]) {
+    init(outputs: [TensorSpec], slices: [Int]) {
         sliceBytes = zip(outputs, slices).map { $1 > 0 ? $0.byteCount / $1 : 0 }
         crc = slices.map { [UInt32](repeating: 0, count: $0) }
         next = slices.map { [Int](repeating: 0, count: $0) }
         pending = slices.map { Array(repeating: [:], count: $0) }
     }
 
-    public func directPointer(output: Int, offset: Int, count: Int) -> UnsafeMutableRawPointer? { nil }
+    func directPointer(output: Int, offset: Int, count: Int) -> UnsafeMutableRawPointer? { nil }
 
-    public func write(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
+    func write(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
         lock.withLock { _ in take(output: output, offset: offset, bytes) }
     }
 
@@ -53,5 +53,5 @@ public final class ChecksumSink: TensorSink, @unchecked Sendable {
     }
 
     /// CRC of every slice of output `i` (complete once the plan has run).
-    public func checksums(_ i: Int) -> [UInt32] { crc[i] }
+    func checksums(_ i: Int) -> [UInt32] { crc[i] }
 }

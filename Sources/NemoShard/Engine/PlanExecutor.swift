@@ -3,10 +3,10 @@ import Dispatch
 import Synchronization
 
 /// Counters and phase times of one executed plan.
-public struct ExecutionStats: Sendable {
-    public var bytesRead = 0
-    public var bytesProduced = 0
-    public var wallSeconds = 0.0
+struct ExecutionStats: Sendable {
+    var bytesRead = 0
+    var bytesProduced = 0
+    var wallSeconds = 0.0
 }
 
 /// Runs a `TransferPlan`. Pieces are sorted by file position and exactly adjacent source ranges are
@@ -17,15 +17,15 @@ public struct ExecutionStats: Sendable {
 ///   batch only (`MAP_POPULATE`, never a whole file) and transformed straight into the destination
 ///   (memory) or into a per-thread scratch buffer that is then written.
 /// With `threads > 1` that many workers take batches in turn.
-public final class PlanExecutor: Sendable {
-    public let chunkBytes: Int
-    public let threads: Int
+final class PlanExecutor: Sendable {
+    let chunkBytes: Int
+    let threads: Int
 
     /// Largest coalesced read (and mapped window): big enough for long sequential reads, small
     /// enough that a rank's transient memory stays far below its output.
-    public static let defaultChunkBytes = 16 << 20
+    static let defaultChunkBytes = 16 << 20
 
-    public init(chunkBytes: Int = PlanExecutor.defaultChunkBytes, threads: Int = 1) {
+    init(chunkBytes: Int = PlanExecutor.defaultChunkBytes, threads: Int = 1) {
         self.chunkBytes = max(chunkBytes, 4096)
         self.threads = max(threads, 1)
     }
@@ -73,7 +73,7 @@ public final class PlanExecutor: Sendable {
     }
 
     /// Executes `plan` into `sink`. `progress` receives cumulative source bytes done.
-    public func run(_ plan: TransferPlan, into sink: TensorSink, progress: (@Sendable (Int) -> Void)? = nil) throws -> ExecutionStats {
+    func run(_ plan: TransferPlan, into sink: TensorSink, progress: (@Sendable (Int) -> Void)? = nil) throws -> ExecutionStats {
         let start = monotonicSeconds()
         // Only the files some piece reads are opened (a rank may not see the others at all).
         let used = Set(plan.pieces.map(\.source.file))
@@ -162,7 +162,7 @@ public final class PlanExecutor: Sendable {
 
     /// Executes `plan` whose sources are tensors in memory: `SourceRange.file` indexes `tensors`
     /// (e.g. a loaded state dict on its way back to Hugging Face). Workers take pieces in turn.
-    public func run(_ plan: TransferPlan, from tensors: [Tensor], into sink: TensorSink) throws -> ExecutionStats {
+    func run(_ plan: TransferPlan, from tensors: [Tensor], into sink: TensorSink) throws -> ExecutionStats {
         let start = monotonicSeconds()
         for p in plan.pieces where p.source.file >= tensors.count || p.source.offset + p.source.count > tensors[p.source.file].byteCount {
             throw InternalError("piece reads past the end of in-memory tensor \(p.source.file)")

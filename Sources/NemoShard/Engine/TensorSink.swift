@@ -4,7 +4,7 @@
 /// starts; after that, workers call `directPointer`, `write` and `copy` concurrently, each for
 /// byte ranges no other worker touches (the plan covers every output byte exactly once). A sink
 /// needs no lock as long as its per-output storage is fixed by `prepareOutputs`.
-public protocol TensorSink: AnyObject, Sendable {
+protocol TensorSink: AnyObject, Sendable {
     /// A pointer to write `count` bytes of output `output` at `offset` in place, or nil when
     /// the sink needs them handed to `write` instead.
     func directPointer(output: Int, offset: Int, count: Int) -> UnsafeMutableRawPointer?
@@ -21,89 +21,89 @@ public protocol TensorSink: AnyObject, Sendable {
 }
 
 extension TensorSink {
-    public func copy(from file: SystemFile, offset: Int, count: Int, output: Int, destOffset: Int) throws -> Bool { false }
-    public func adopt(file: SystemFile, offset: Int, count: Int, output: Int) throws -> Bool { false }
-    public func prepareOutputs() {}
+    func copy(from file: SystemFile, offset: Int, count: Int, output: Int, destOffset: Int) throws -> Bool { false }
+    func adopt(file: SystemFile, offset: Int, count: Int, output: Int) throws -> Bool { false }
+    func prepareOutputs() {}
 }
 
 /// Holds every output in memory as a `Tensor`. With `mapWholeCopies`, an output that is a plain
 /// copy of one source range becomes a private copy-on-write mapping of it (no copy, no new pages).
-public final class MemorySink: TensorSink, @unchecked Sendable {
-    public let specs: [TensorSpec]
-    public let names: [String]
+final class MemorySink: TensorSink, @unchecked Sendable {
+    let specs: [TensorSpec]
+    let names: [String]
     let mapWholeCopies: Bool
     private var storages: [TensorStorage?]
 
-    public init(outputs: [TensorSpec], mapWholeCopies: Bool = false) {
+    init(outputs: [TensorSpec], mapWholeCopies: Bool = false) {
         specs = outputs
         names = outputs.map(\.name)
         self.mapWholeCopies = mapWholeCopies
         storages = Array(repeating: nil, count: outputs.count)
     }
 
-    public func adopt(file: SystemFile, offset: Int, count: Int, output: Int) throws -> Bool {
+    func adopt(file: SystemFile, offset: Int, count: Int, output: Int) throws -> Bool {
         guard mapWholeCopies, count >= 64 << 10, storages[output] == nil else { return false }
         storages[output] = try TensorStorage(mapping: file, offset: offset, count: count)
         return true
     }
 
-    public func prepareOutputs() {
+    func prepareOutputs() {
         for i in storages.indices where storages[i] == nil { storages[i] = TensorStorage(count: specs[i].byteCount) }
     }
 
     /// The outputs, in plan order.
-    public var tensors: [Tensor] {
+    var tensors: [Tensor] {
         prepareOutputs()
         return specs.indices.map { Tensor(dtype: specs[$0].dtype, shape: specs[$0].shape, storage: storages[$0]!) }
     }
 
-    public func directPointer(output: Int, offset: Int, count: Int) -> UnsafeMutableRawPointer? {
+    func directPointer(output: Int, offset: Int, count: Int) -> UnsafeMutableRawPointer? {
         storages[output]?.bytes.baseAddress.map { $0 + offset }
     }
 
-    public func write(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
+    func write(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
         guard bytes.count > 0, let base = storages[output]?.bytes.baseAddress else { return }
         (base + offset).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
     }
 
     /// The outputs as (name, tensor) pairs in plan order.
-    public var namedTensors: [(String, Tensor)] { Array(zip(names, tensors)) }
+    var namedTensors: [(String, Tensor)] { Array(zip(names, tensors)) }
 }
 
 /// Streams outputs into safetensors files with `pwrite`; output i is tensor `map[i].tensor` of writer `map[i].writer`.
-public final class FileSink: TensorSink, @unchecked Sendable {
-    public let writers: [SafetensorsWriter]
+final class FileSink: TensorSink, @unchecked Sendable {
+    let writers: [SafetensorsWriter]
     let map: [(writer: Int, tensor: Int)]
 
     /// One file holding every output in plan order.
-    public convenience init(writer: SafetensorsWriter) {
+    convenience init(writer: SafetensorsWriter) {
         self.init(writers: [writer], map: writer.specs.indices.map { (0, $0) })
     }
 
-    public init(writers: [SafetensorsWriter], map: [(writer: Int, tensor: Int)]) {
+    init(writers: [SafetensorsWriter], map: [(writer: Int, tensor: Int)]) {
         self.writers = writers
         self.map = map
     }
 
-    public func directPointer(output: Int, offset: Int, count: Int) -> UnsafeMutableRawPointer? { nil }
+    func directPointer(output: Int, offset: Int, count: Int) -> UnsafeMutableRawPointer? { nil }
 
-    public func write(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
+    func write(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
         let m = map[output]
         try writers[m.writer].write(tensor: m.tensor, offset: offset, bytes)
     }
 
-    public func copy(from file: SystemFile, offset: Int, count: Int, output: Int, destOffset: Int) throws -> Bool {
+    func copy(from file: SystemFile, offset: Int, count: Int, output: Int, destOffset: Int) throws -> Bool {
         let m = map[output]
         return try writers[m.writer].copy(tensor: m.tensor, offset: destOffset, from: file, at: offset, count: count)
     }
 }
 
 /// Builds a whole safetensors file image in memory (header + data), e.g. to send it to another rank.
-public final class ImageSink: TensorSink, @unchecked Sendable {
-    public let image: TensorStorage
+final class ImageSink: TensorSink, @unchecked Sendable {
+    let image: TensorStorage
     let offsets: [Int]
 
-    public init(specs: [TensorSpec], metadata: [(String, String)] = []) {
+    init(specs: [TensorSpec], metadata: [(String, String)] = []) {
         let (header, offsets, size) = SafetensorsWriter.layout(specs, metadata: metadata)
         let storage = TensorStorage(count: size)
         header.withUnsafeBytes { storage.bytes.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: header.count) }
@@ -111,11 +111,11 @@ public final class ImageSink: TensorSink, @unchecked Sendable {
         self.offsets = offsets
     }
 
-    public func directPointer(output: Int, offset: Int, count: Int) -> UnsafeMutableRawPointer? {
+    func directPointer(output: Int, offset: Int, count: Int) -> UnsafeMutableRawPointer? {
         image.bytes.baseAddress! + offsets[output] + offset
     }
 
-    public func write(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
+    func write(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
         guard bytes.count > 0 else { return }
         (image.bytes.baseAddress! + offsets[output] + offset).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
     }

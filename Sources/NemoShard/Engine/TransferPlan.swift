@@ -1,5 +1,5 @@
 /// How a piece's source bytes become destination bytes.
-public enum Transform: Sendable, Equatable {
+enum Transform: Sendable, Equatable {
     /// Bytes unchanged.
     case copy
     /// A `rows x cols` matrix of `from` becomes its `cols x rows` transpose in `to`.
@@ -15,21 +15,21 @@ public enum Transform: Sendable, Equatable {
 }
 
 /// A byte range of one source file.
-public struct SourceRange: Sendable, Equatable {
-    public let file: Int
-    public let offset: Int
-    public let count: Int
-    public var end: Int { offset + count }
+struct SourceRange: Sendable, Equatable {
+    let file: Int
+    let offset: Int
+    let count: Int
+    var end: Int { offset + count }
 }
 
 /// One unit of work: read `source`, apply `transform`, place the result at `destOffset` of output `output`.
-public struct Piece: Sendable, Equatable {
-    public let source: SourceRange
-    public let transform: Transform
-    public let output: Int
-    public let destOffset: Int
+struct Piece: Sendable, Equatable {
+    let source: SourceRange
+    let transform: Transform
+    let output: Int
+    let destOffset: Int
 
-    public init(source: SourceRange, transform: Transform, output: Int, destOffset: Int) {
+    init(source: SourceRange, transform: Transform, output: Int, destOffset: Int) {
         self.source = source
         self.transform = transform
         self.output = output
@@ -38,29 +38,29 @@ public struct Piece: Sendable, Equatable {
 }
 
 /// Everything one rank must read and produce: source files, output tensors and the pieces between them.
-public struct TransferPlan: Sendable {
-    public var files: [String]
-    public var outputs: [TensorSpec]
-    public var pieces: [Piece]
+struct TransferPlan: Sendable {
+    var files: [String]
+    var outputs: [TensorSpec]
+    var pieces: [Piece]
 
-    public init(files: [String] = [], outputs: [TensorSpec] = [], pieces: [Piece] = []) {
+    init(files: [String] = [], outputs: [TensorSpec] = [], pieces: [Piece] = []) {
         self.files = files
         self.outputs = outputs
         self.pieces = pieces
     }
 
     /// Source bytes this plan reads.
-    public var bytesToRead: Int { pieces.reduce(0) { $0 + $1.source.count } }
+    var bytesToRead: Int { pieces.reduce(0) { $0 + $1.source.count } }
     /// Bytes of all outputs.
-    public var bytesToProduce: Int { outputs.reduce(0) { $0 + $1.byteCount } }
+    var bytesToProduce: Int { outputs.reduce(0) { $0 + $1.byteCount } }
 
     /// The plan without the outputs `keep` refuses (and without the pieces that produce them).
-    public func keeping(_ keep: (TensorSpec) -> Bool) -> TransferPlan {
+    func keeping(_ keep: (TensorSpec) -> Bool) -> TransferPlan {
         keeping(outputs: outputs.indices.filter { keep(outputs[$0]) })
     }
 
     /// The plan of only the outputs at `kept` (ascending), renumbered in that order.
-    public func keeping(outputs kept: [Int]) -> TransferPlan {
+    func keeping(outputs kept: [Int]) -> TransferPlan {
         var index = [Int?](repeating: nil, count: outputs.count)
         var out = TransferPlan(files: files)
         for i in kept {
@@ -75,7 +75,7 @@ public struct TransferPlan: Sendable {
     }
 
     /// Checks that every output byte is produced exactly once (a plan bug otherwise).
-    public func validateCoverage() throws {
+    func validateCoverage() throws {
         var covered = [Int](repeating: 0, count: outputs.count)
         for p in pieces {
             let n = p.transform.outputBytes(sourceBytes: p.source.count)

@@ -3,7 +3,7 @@
 public final class SafetensorsFile: @unchecked Sendable {
     public let path: String
     public let header: SafetensorsHeader
-    public let file: SystemFile
+    let file: SystemFile
 
     /// Opens and validates `path`.
     public init(path: String) throws {
@@ -14,7 +14,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     }
 
     /// Reads and validates just the header of an open file.
-    public static func readHeader(file: SystemFile, size: Int) throws -> SafetensorsHeader {
+    static func readHeader(file: SystemFile, size: Int) throws -> SafetensorsHeader {
         let path = file.path
         guard size >= 8 else { throw SafetensorsError(path: path, .fileTooSmall(size: size)) }
         let length = try SafetensorsHeader.headerLength(try file.readBytes(count: 8, at: 0), fileSize: size, path: path)

@@ -103,7 +103,7 @@ public final class SafetensorsWriter {
 
     /// Copies `count` bytes at `sourceOffset` of `source` into tensor `i` at `offset` with
     /// `copy_file_range` (in-kernel). Returns false if the kernel cannot do it for these files.
-    public func copy(tensor i: Int, offset: Int, from source: SystemFile, at sourceOffset: Int, count: Int) throws -> Bool {
+    func copy(tensor i: Int, offset: Int, from source: SystemFile, at sourceOffset: Int, count: Int) throws -> Bool {
         precondition(offset + count <= specs[i].byteCount, "copy past the end of \(specs[i].name)")
         guard try file.copyRange(from: source, at: sourceOffset, to: offsets[i] + offset, count: count) else { return false }
         startWriteback(offsets[i] + offset, count)

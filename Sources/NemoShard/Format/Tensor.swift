@@ -37,7 +37,7 @@ public final class TensorStorage: @unchecked Sendable {
     /// a page is written (that page alone is then copied; the file never changes). Only that range
     /// (rounded out to pages) is mapped. Truncating the file while the tensor lives is undefined
     /// (SIGBUS), as with any mmap-based loader.
-    public init(mapping file: SystemFile, offset: Int, count: Int) throws {
+    init(mapping file: SystemFile, offset: Int, count: Int) throws {
         let start = offset / Memory.pageSize * Memory.pageSize
         let length = offset + count - start
         // Not MAP_POPULATE: on a writable private mapping it pre-breaks copy-on-write, copying every page.

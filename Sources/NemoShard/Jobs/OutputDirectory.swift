@@ -9,18 +9,18 @@
 ///   records it, so the next job restores it if this one dies in between;
 /// - nothing is ever removed through a symbolic link, and only names this job (or a killed job,
 ///   per its lock record) created are removed.
-public final class OutputDirectory {
+final class OutputDirectory {
     /// Where the checkpoint ends up, as given.
-    public let path: String
+    let path: String
     let name: String
     /// The directory holding `path`, as given.
     let parent: String
     private var lock: OutputLock?
     /// The staging directory of this job (set by `prepare`).
-    public private(set) var staging: String?
+    private(set) var staging: String?
 
     /// Checks the name only (no file system access): `''`, `.`, `..` and `/` are usage errors.
-    public init(path: String) throws {
+    init(path: String) throws {
         var p = path
         while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
         let name = FS.baseName(p)
@@ -39,7 +39,7 @@ public final class OutputDirectory {
     /// against `inputs`, takes the lock, repairs what a killed job left, and creates a fresh
     /// staging directory (named `stagingName` when given, else a new unique name), whose path it
     /// returns.
-    public func prepare(force: Bool, inputs: [String], stagingName: String? = nil) throws -> String {
+    func prepare(force: Bool, inputs: [String], stagingName: String? = nil) throws -> String {
         let target = try FS.join(OutputDirectory.resolvedParent(parent), name)
         for input in inputs {
             let source = FS.realPath(input)
@@ -126,11 +126,11 @@ public final class OutputDirectory {
     }
 
     /// Path of `name` inside the staging directory.
-    public func stagingPath(_ file: String) -> String { FS.join(staging ?? "", file) }
+    func stagingPath(_ file: String) -> String { FS.join(staging ?? "", file) }
 
     /// Rank 0: swaps the staging directory into place (replacing an old checkpoint only with
     /// `force`), removes the old one, and releases the lock.
-    public func commit(force: Bool) throws {
+    func commit(force: Bool) throws {
         guard let staging, let lock else { throw OutputError(path: path, "was not prepared") }
         // From here a signal leaves the lock record to the next job instead of cleaning up.
         Interruption.unregister(directory: staging)
@@ -168,7 +168,7 @@ public final class OutputDirectory {
     }
 
     /// Rank 0: removes the staging directory and releases the lock.
-    public func abandon() {
+    func abandon() {
         if let staging {
             FS.removeTree(staging)
             Interruption.unregister(directory: staging)

@@ -1,17 +1,17 @@
 import Foundation
 
 /// Python `re.match` over keys: a pattern anchored at the start of the key only.
-public struct KeyFilter: @unchecked Sendable {
+struct KeyFilter: @unchecked Sendable {
     let regex: NSRegularExpression
 
-    public init(pattern: String) throws {
+    init(pattern: String) throws {
         do { regex = try NSRegularExpression(pattern: pattern) } catch {
             throw UsageError("--exclude: invalid regular expression \"\(pattern)\"")
         }
     }
 
     /// Whether the pattern matches at the start of `key`.
-    public func matches(_ key: String) -> Bool {
+    func matches(_ key: String) -> Bool {
         let ns = key as NSString
         return regex.firstMatch(in: key, options: [.anchored], range: NSRange(location: 0, length: ns.length)) != nil
     }
@@ -21,24 +21,24 @@ public struct KeyFilter: @unchecked Sendable {
 /// split back to per-expert HF weights with global ids, and the non-expert tensors it holds.
 /// Replica ranks (same experts as a lower rank) get nothing. The same rules serve a per-rank
 /// checkpoint on disk and a state dict in memory: only where a tensor's bytes are differs.
-public struct ExportPlanner {
-    public let manifest: Manifest
-    public let exclude: KeyFilter?
+struct ExportPlanner {
+    let manifest: Manifest
+    let exclude: KeyFilter?
 
-    public init(manifest: Manifest, exclude: KeyFilter?) {
+    init(manifest: Manifest, exclude: KeyFilter?) {
         self.manifest = manifest
         self.exclude = exclude
     }
 
     /// Where the bytes of one internal tensor of this rank are: `file` indexes the plan's sources.
-    public struct Location {
-        public let file: Int
-        public let offset: Int
+    struct Location {
+        let file: Int
+        let offset: Int
     }
 
     /// The rank's HF outputs in the source's key order, and the plan that produces them from
     /// `sources` (files, or names of in-memory tensors); `locate` finds a tensor of this rank.
-    public func plan(rank: Int, sources: [String], locate: (String) -> Location?) throws -> TransferPlan {
+    func plan(rank: Int, sources: [String], locate: (String) -> Location?) throws -> TransferPlan {
         let m = manifest
         var adapter = NemotronV3Adapter(config: try m.nemotronConfig())
         adapter.hfPrefix = m.hfPrefix
@@ -87,7 +87,7 @@ public struct ExportPlanner {
     }
 
     /// Hugging Face's shard split: fill a shard until the next tensor would pass `maxBytes`.
-    public static func shardGroups(_ specs: [TensorSpec], maxBytes: Int) -> [[Int]] {
+    static func shardGroups(_ specs: [TensorSpec], maxBytes: Int) -> [[Int]] {
         var groups: [[Int]] = []
         var size = 0
         for (i, s) in specs.enumerated() {

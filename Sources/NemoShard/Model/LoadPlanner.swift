@@ -1,16 +1,16 @@
 /// Builds the `TransferPlan` of `from_hf` for one rank: which HF byte ranges it reads and which
 /// internal tensors it produces, with every check of the reference (missing experts, shapes, dtypes).
 /// The checkpoint's keys are classified once, when the planner is made.
-public struct LoadPlanner {
-    public let checkpoint: HFCheckpoint
-    public let adapter: NemotronV3Adapter
+struct LoadPlanner {
+    let checkpoint: HFCheckpoint
+    let adapter: NemotronV3Adapter
     /// dtype of the grouped expert tensors (the adapter's dtype; default bf16).
-    public let expertDType: DType
+    let expertDType: DType
     /// Every key classified (renamed, expert, dropped).
-    public let layout: Layout
+    let layout: Layout
 
     /// Classifies every key of `checkpoint`; throws on collisions and bad expert keys.
-    public init(checkpoint: HFCheckpoint, expertDType: DType = .bf16) throws {
+    init(checkpoint: HFCheckpoint, expertDType: DType = .bf16) throws {
         self.checkpoint = checkpoint
         adapter = NemotronV3Adapter(config: checkpoint.config)
         self.expertDType = expertDType
@@ -18,28 +18,28 @@ public struct LoadPlanner {
     }
 
     /// One internal tensor of the global view, with the HF keys it came from.
-    public struct GlobalTensor: Sendable {
-        public let name: String
-        public let dtype: DType
+    struct GlobalTensor: Sendable {
+        let name: String
+        let dtype: DType
         /// Global shape (dim 0 = all experts for grouped tensors).
-        public let shape: [Int]
+        let shape: [Int]
         /// The expert layer, for grouped tensors.
-        public let expertLayer: ExpertLayer?
+        let expertLayer: ExpertLayer?
         /// Which projection a grouped tensor holds (`gate_and_up_projs` = up, `down_projs` = down).
-        public let projection: Projection?
+        let projection: Projection?
         /// Source HF key of a renamed tensor.
-        public let hfKey: String?
+        let hfKey: String?
     }
 
     /// The classified checkpoint: renamed tensors and per-layer experts.
-    public struct Layout {
-        public var renamed: [(name: String, source: HFTensor)] = []
-        public var experts: [ExpertLayer: [Projection: [Int: HFTensor]]] = [:]
+    struct Layout {
+        var renamed: [(name: String, source: HFTensor)] = []
+        var experts: [ExpertLayer: [Projection: [Int: HFTensor]]] = [:]
         /// Layers where any expert key (any projection) exists, per namespace.
-        public var layersWithExperts: [LayerNamespace: Set<Int>] = [:]
+        var layersWithExperts: [LayerNamespace: Set<Int>] = [:]
         /// Dropped keys with the reason.
-        public var dropped: [(key: String, reason: DropReason)] = []
-        public var hfPrefix = "backbone."
+        var dropped: [(key: String, reason: DropReason)] = []
+        var hfPrefix = "backbone."
     }
 
     /// Classifies every key; refuses collisions and expert ids beyond `n_routed_experts`.
@@ -90,7 +90,7 @@ public struct LoadPlanner {
     }
 
     /// The reference's check that a rank's experts are all present, with its message.
-    public func checkExperts(range: ExpertRange, rank: Int?) throws {
+    func checkExperts(range: ExpertRange, rank: Int?) throws {
         for ns in [LayerNamespace.backbone, .mtp] {
             guard let layers = layout.layersWithExperts[ns], !layers.isEmpty else { continue }
             var missing: [String] = []
@@ -154,7 +154,7 @@ public struct LoadPlanner {
     }
 
     /// The global internal view: every output tensor with its global shape.
-    public func globalTensors() throws -> [GlobalTensor] {
+    func globalTensors() throws -> [GlobalTensor] {
         var out: [GlobalTensor] = layout.renamed.map {
             GlobalTensor(name: $0.name, dtype: $0.source.dtype, shape: $0.source.shape, expertLayer: nil, projection: nil, hfKey: $0.source.name)
         }
@@ -169,7 +169,7 @@ public struct LoadPlanner {
 
     /// The plan for the rank holding `range` (rank number for error messages only), and the
     /// global view it was cut from.
-    public func plan(range: ExpertRange, rank: Int?) throws -> (plan: TransferPlan, globals: [GlobalTensor]) {
+    func plan(range: ExpertRange, rank: Int?) throws -> (plan: TransferPlan, globals: [GlobalTensor]) {
         try checkExperts(range: range, rank: rank)
         let globals = try globalTensors()
         var plan = TransferPlan(files: checkpoint.files.indices.map { checkpoint.path(ofFile: $0) })

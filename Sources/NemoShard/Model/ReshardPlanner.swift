@@ -1,13 +1,13 @@
 /// Plans for reading a per-rank checkpoint back: the internal tensors of any expert range
 /// (reshard, verify) read as row runs of the old ranks' grouped tensors.
-public struct ReshardPlanner {
-    public let source: ShardedCheckpoint
+struct ReshardPlanner {
+    let source: ShardedCheckpoint
 
-    public init(source: ShardedCheckpoint) { self.source = source }
+    init(source: ShardedCheckpoint) { self.source = source }
 
     /// The internal state dict of a rank holding `range`: grouped tensors sliced to `range`, and
     /// the non-expert tensors, each copied from its holder's file.
-    public func plan(range: ExpertRange) throws -> TransferPlan {
+    func plan(range: ExpertRange) throws -> TransferPlan {
         let m = source.manifest
         let owners = source.ownerRanks
         var plan = TransferPlan(files: m.ranks.map { source.path(ofRank: $0.rank) })

@@ -1,7 +1,7 @@
 import Glibc
 
 /// What kind of object a path names.
-public enum FileKind: Sendable, Equatable {
+enum FileKind: Sendable, Equatable {
     case regular, directory, symbolicLink, fifo, socket, characterDevice, blockDevice, other
 
     init(mode: mode_t) {
@@ -18,7 +18,7 @@ public enum FileKind: Sendable, Equatable {
     }
 
     /// "a FIFO", "a directory", ... for error messages.
-    public var noun: String {
+    var noun: String {
         switch self {
         case .regular: return "a regular file"
         case .directory: return "a directory"
@@ -33,11 +33,11 @@ public enum FileKind: Sendable, Equatable {
 }
 
 /// The `stat` facts the safety checks use.
-public struct FileStatus: Sendable, Equatable {
-    public let kind: FileKind
-    public let size: Int
-    public let device: UInt64
-    public let inode: UInt64
+struct FileStatus: Sendable, Equatable {
+    let kind: FileKind
+    let size: Int
+    let device: UInt64
+    let inode: UInt64
 
     init(_ st: stat) {
         kind = FileKind(mode: st.st_mode)
@@ -48,7 +48,7 @@ public struct FileStatus: Sendable, Equatable {
 
     /// The status of `path` (of a final symbolic link itself unless `followLinks`); nil when nothing
     /// is there. Other failures (a link loop, no permission) throw with the system's reason.
-    public static func of(_ path: String, followLinks: Bool) throws -> FileStatus? {
+    static func of(_ path: String, followLinks: Bool) throws -> FileStatus? {
         var st = stat()
         let rc = followLinks ? stat(path, &st) : lstat(path, &st)
         if rc == 0 { return FileStatus(st) }
@@ -57,12 +57,12 @@ public struct FileStatus: Sendable, Equatable {
     }
 
     /// The status of an open descriptor.
-    public static func of(descriptor fd: Int32, path: String) throws -> FileStatus {
+    static func of(descriptor fd: Int32, path: String) throws -> FileStatus {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw IOError("stat", path: path) }
         return FileStatus(st)
     }
 
     /// Same file system object.
-    public func isSameFile(as other: FileStatus) -> Bool { device == other.device && inode == other.inode }
+    func isSameFile(as other: FileStatus) -> Bool { device == other.device && inode == other.inode }
 }

@@ -5,13 +5,13 @@ let ENOENT_CODE = ENOENT
 
 /// Size caps for files read whole: a link to /dev/zero or a multi-GB file named like a config is
 /// refused before any allocation.
-public enum ReadLimit {
+enum ReadLimit {
     /// config.json, generation config and other small JSON.
-    public static let config = 16 << 20
+    static let config = 16 << 20
     /// model.safetensors.index.json and nemoshard.json (a few MB for the largest real models).
-    public static let index = 64 << 20
+    static let index = 64 << 20
     /// /proc files.
-    public static let procfs = 1 << 20
+    static let procfs = 1 << 20
 }
 
 /// Runs a system call again while it fails with EINTR.
@@ -24,7 +24,7 @@ func retryingInterrupts<T: BinaryInteger>(_ call: () -> T) -> T {
 }
 
 /// The whole content of a small regular file, at most `limit` bytes; a larger file is an error.
-public func readWholeFile(_ path: String, limit: Int) throws -> [UInt8] {
+func readWholeFile(_ path: String, limit: Int) throws -> [UInt8] {
     let f = try SystemFile(readingAt: path)
     var out: [UInt8] = []
     // procfs reports size 0: read until the end, never past the cap.
@@ -41,7 +41,7 @@ public func readWholeFile(_ path: String, limit: Int) throws -> [UInt8] {
 }
 
 /// Writes `bytes` to `path` through a temporary name, fsync and rename.
-public func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws {
+func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws {
     let tmp = temporaryName(for: path)
     do {
         let f = try SystemFile(creatingAt: tmp)
@@ -59,38 +59,38 @@ public func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws {
 }
 
 /// Path and directory helpers over Glibc. Nothing here follows a symbolic link when removing.
-public enum FS {
+enum FS {
     /// Whether anything (even a dangling or looping link) has this name.
-    public static func exists(_ path: String) -> Bool {
+    static func exists(_ path: String) -> Bool {
         var st = stat()
         return lstat(path, &st) == 0
     }
 
     /// Whether `path` is a directory (following links).
-    public static func isDirectory(_ path: String) -> Bool {
+    static func isDirectory(_ path: String) -> Bool {
         (try? FileStatus.of(path, followLinks: true))??.kind == .directory
     }
 
     /// Throws unless `path` is a directory (following links), with the system's reason (no such
     /// file, a link loop, no permission) or what it is instead.
-    public static func requireDirectory(_ path: String) throws {
+    static func requireDirectory(_ path: String) throws {
         guard let s = try FileStatus.of(path, followLinks: true) else {
             throw CheckpointError(path: path, "does not exist")
         }
         guard s.kind == .directory else { throw CheckpointError(path: path, "is \(s.kind.noun), not a directory") }
     }
 
-    public static func join(_ a: String, _ b: String) -> String { a.hasSuffix("/") ? a + b : a + "/" + b }
+    static func join(_ a: String, _ b: String) -> String { a.hasSuffix("/") ? a + b : a + "/" + b }
 
     /// The last component of `path`.
-    public static func baseName(_ path: String) -> String {
+    static func baseName(_ path: String) -> String {
         var p = path
         while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
         return p.split(separator: "/").last.map(String.init) ?? p
     }
 
     /// Creates `path` and missing parents.
-    public static func makeDirectories(_ path: String) throws {
+    static func makeDirectories(_ path: String) throws {
         if isDirectory(path) { return }
         var prefix = path.hasPrefix("/") ? "/" : ""
         for part in path.split(separator: "/") {
@@ -103,7 +103,7 @@ public enum FS {
     }
 
     /// Names in `path` (without . and ..), sorted.
-    public static func list(_ path: String) throws -> [String] {
+    static func list(_ path: String) throws -> [String] {
         guard let d = opendir(path) else { throw IOError("opendir", path: path) }
         defer { closedir(d) }
         return entries(of: d)
@@ -124,7 +124,7 @@ public enum FS {
     /// top or anywhere inside) is unlinked itself; its target is never touched. Returns whether
     /// `path` is gone.
     @discardableResult
-    public static func removeTree(_ path: String) -> Bool {
+    static func removeTree(_ path: String) -> Bool {
         let parentFD = open(parent(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard parentFD >= 0 else { return !exists(path) }
         defer { close(parentFD) }
@@ -145,14 +145,14 @@ public enum FS {
     }
 
     /// The absolute, symlink-free form of an existing path (or `path` itself if that fails).
-    public static func realPath(_ path: String) -> String {
+    static func realPath(_ path: String) -> String {
         guard let p = realpath(path, nil) else { return path }
         defer { free(p) }
         return String(cString: p)
     }
 
     /// Copies a regular file (streamed, any size) to `to` through a temporary name.
-    public static func copyFile(from: String, to: String) throws {
+    static func copyFile(from: String, to: String) throws {
         let source = try SystemFile(readingAt: from)
         let size = try source.size()
         let tmp = temporaryName(for: to)
@@ -179,16 +179,16 @@ public enum FS {
     }
 
     /// Creates one new directory (mode 0755); an existing name is an error.
-    public static func makeDirectory(_ path: String) throws {
+    static func makeDirectory(_ path: String) throws {
         guard mkdir(path, 0o755) == 0 else { throw IOError("mkdir", path: path) }
     }
 
     /// Unlinks `path` (the name itself, never what a link points to); a missing name is fine.
-    public static func removeFile(_ path: String) { unlink(path) }
+    static func removeFile(_ path: String) { unlink(path) }
 
     /// Atomically swaps two existing paths (`renameat2(RENAME_EXCHANGE)`). False, having changed
     /// nothing, where the file system cannot (or `NEMOSHARD_NO_RENAME_EXCHANGE=1` says so, for tests).
-    public static func exchange(_ a: String, _ b: String) throws -> Bool {
+    static func exchange(_ a: String, _ b: String) throws -> Bool {
         if ProcessFacts.flag("NEMOSHARD_NO_RENAME_EXCHANGE") { return false }
         if ns_rename_exchange(a, b) == 0 { return true }
         if errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP { return false }
@@ -196,11 +196,11 @@ public enum FS {
     }
 
     /// What `renameWithoutReplacing` did.
-    public enum RenameOutcome { case renamed, targetExists }
+    enum RenameOutcome { case renamed, targetExists }
 
     /// Renames `from` to `to` unless `to` exists (`RENAME_NOREPLACE`; plain `rename` where the file
     /// system lacks it).
-    public static func renameWithoutReplacing(_ from: String, _ to: String) throws -> RenameOutcome {
+    static func renameWithoutReplacing(_ from: String, _ to: String) throws -> RenameOutcome {
         if ns_rename_noreplace(from, to) == 0 { return .renamed }
         if errno == EEXIST || errno == ENOTEMPTY { return .targetExists }
         guard errno == EINVAL || errno == ENOSYS else { throw IOError("rename to \(to)", path: from) }
@@ -209,10 +209,10 @@ public enum FS {
     }
 
     /// Whether `path` can be written into (a directory we may create files in).
-    public static func isWritableDirectory(_ path: String) -> Bool { access(path, W_OK | X_OK) == 0 }
+    static func isWritableDirectory(_ path: String) -> Bool { access(path, W_OK | X_OK) == 0 }
 
     /// The parent directory of `path`.
-    public static func parent(_ path: String) -> String {
+    static func parent(_ path: String) -> String {
         var p = path
         while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
         guard let slash = p.lastIndex(of: "/") else { return "." }
@@ -220,7 +220,7 @@ public enum FS {
     }
 
     /// fsyncs a directory so renames in it are durable.
-    public static func syncDirectory(_ path: String) {
+    static func syncDirectory(_ path: String) {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { return }
         fsync(fd)

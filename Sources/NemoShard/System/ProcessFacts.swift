@@ -1,29 +1,29 @@
 import Glibc
 
 /// This process: its id, environment switches, clock, memory high-water mark.
-public enum ProcessFacts {
+enum ProcessFacts {
     /// The process id.
-    public static var id: Int32 { getpid() }
+    static var id: Int32 { getpid() }
 
     /// The value of environment variable `name`, if set.
-    public static func environment(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
+    static func environment(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
 
     /// Whether environment variable `name` is set to "1".
-    public static func flag(_ name: String) -> Bool { environment(name) == "1" }
+    static func flag(_ name: String) -> Bool { environment(name) == "1" }
 
     /// Ends this process at once with SIGKILL (fault injection: a node dying).
-    public static func killSelf() -> Never {
+    static func killSelf() -> Never {
         kill(getpid(), SIGKILL)
         while true { pause() }
     }
 
     /// Waits until a signal ends the process.
-    public static func waitForever() -> Never {
+    static func waitForever() -> Never {
         while true { pause() }
     }
 
     /// Peak resident set size in bytes (VmHWM of /proc/self/status).
-    public static func peakResidentBytes() -> Int {
+    static func peakResidentBytes() -> Int {
         guard let bytes = try? readWholeFile("/proc/self/status", limit: ReadLimit.procfs) else { return 0 }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("VmHWM:") {
             return (Int(line.filter { $0.isNumber }) ?? 0) * 1024
@@ -33,11 +33,11 @@ public enum ProcessFacts {
 }
 
 /// Monotonic seconds.
-public func monotonicSeconds() -> Double {
+func monotonicSeconds() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
 /// Peak resident set size of this process in bytes.
-public func peakRSSBytes() -> Int { ProcessFacts.peakResidentBytes() }
+func peakRSSBytes() -> Int { ProcessFacts.peakResidentBytes() }
