@@ -184,6 +184,7 @@ final class DataSafetyTests: XCTestCase {
     func testSynthOnAFullDiskLeavesNothing() throws {
         let disk = temporaryDirectory(self) + "/disk"
         try FS.makeDirectories(disk)
+        try requireRoot("mounts a tmpfs (size=256k)")
         try mount(["-t", "tmpfs", "-o", "size=256k", "tmpfs", disk])
         defer { _ = try? unmount(disk) }
         let r = try CLI.run(["synth", disk + "/hf", "--experts", "64"])

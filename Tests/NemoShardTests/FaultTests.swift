@@ -174,6 +174,7 @@ final class FaultTests: XCTestCase {
         // a read-only filesystem (root bypasses permission bits, not this)
         let ro = parent + "/ro"
         try FS.makeDirectories(ro)
+        try requireRoot("mounts a tmpfs (size=1m)")
         try mount(["-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", ro])
         defer { _ = try? unmount(ro) }
         let r = try CLI.run(["load", hf, "--out", ro + "/out"], ranks: 2)
@@ -187,6 +188,7 @@ final class FaultTests: XCTestCase {
         let disk = temporaryDirectory(self) + "/disk"
         try FS.makeDirectories(disk)
         // room for one per-rank checkpoint of 2 ranks, not for a second one beside it
+        try requireRoot("mounts a tmpfs (size=\(sizeOfOne * 2 * 12 / 10))")
         try mount(["-t", "tmpfs", "-o", "size=\(sizeOfOne * 2 * 12 / 10)", "tmpfs", disk])
         defer { _ = try? unmount(disk) }
         try ok(["load", hf, "--out", disk + "/out"], ranks: 2)

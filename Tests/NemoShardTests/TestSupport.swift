@@ -90,3 +90,8 @@ extension Array where Element == UInt8 {
 
 /// A whole test file (tests read their own outputs; the library's reads are capped per kind).
 func readWholeFile(_ path: String) throws -> [UInt8] { try NemoShard.readWholeFile(path, limit: 1 << 30) }
+
+/// Tests that mount a small or read-only filesystem need root; elsewhere they are skipped, saying why.
+func requireRoot(_ why: String) throws {
+    if getuid() != 0 { throw XCTSkip("needs root: \(why)") }
+}
