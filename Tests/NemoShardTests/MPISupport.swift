@@ -33,26 +33,28 @@ struct CLI {
         } else {
             p.arguments = ["-k", "5", String(timeout), binary] + args
         }
-        var environment = ProcessInfo.processInfo.environment
-        for (k, v) in env { environment[k] = v }
-        p.environment = environment
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        // read both pipes fully before waiting (large outputs would otherwise block)
-        final class Box: @unchecked Sendable { var data = Data() }
-        let outBox = Box()
-        let group = DispatchGroup()
-        group.enter()
-        DispatchQueue.global().async { outBox.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
-        let outData = outBox.data
-        p.waitUntilExit()
-        return Output(code: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                      stderr: String(decoding: errData, as: UTF8.self))
+        let r = try runProcess(p, env: env)
+        return Output(code: r.code, stdout: r.out, stderr: r.err)
     }
+}
+
+/// Runs a prepared process with extra environment variables, reading both pipes to the end.
+func runProcess(_ p: Process, env: [String: String]) throws -> (code: Int32, out: String, err: String) {
+    p.environment = ProcessInfo.processInfo.environment.merging(env) { _, b in b }
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    // read both pipes fully before waiting (large outputs would otherwise block)
+    final class Box: @unchecked Sendable { var data = Data() }
+    let box = Box()
+    let group = DispatchGroup()
+    group.enter()
+    DispatchQueue.global().async { box.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: box.data, as: UTF8.self), String(decoding: errData, as: UTF8.self))
 }
 
 extension XCTestCase {
