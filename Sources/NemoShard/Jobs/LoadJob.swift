@@ -89,25 +89,11 @@ public enum LoadJob {
         // A per-rank checkpoint stores each non-expert tensor once, in its holder's file.
         let inFile = manifest.fileTensors(rank: world.rank)
         let filePlan = plan.keeping { inFile.contains($0.name) }
-        let staged = try StagedOutput.prepare(outPath, force: o.force, inputs: [o.source], world: world)
-        let fileName = Manifest.rankFileName(world.rank, of: world.size)
-        var written = t1
-        let exec = try staged.run(write: {
-            let w = try SafetensorsWriter(path: staged.stagingPath(fileName), specs: filePlan.outputs,
-                                          metadata: Manifest.rankMetadata(rank: world.rank, range: range, world: world.size))
-            stats.bytesWritten = w.fileSize
-            let exec = try executor.run(filePlan, into: FileSink(writer: w), progress: progress(of: filePlan))
-            written = monotonicSeconds()
-            return (exec, [w])
-        }, finish: {
-            try writeFileAtomically(staged.stagingPath(Manifest.fileName),
-                                    Array(manifest.toJSON().serialized(indent: 1).utf8))
-        })
+        let written = try RankFileWriter.write(filePlan, manifest: manifest, range: range, to: outPath, force: o.force,
+                                               inputs: [o.source], world: world, stats: &stats) {
+            try executor.run($0, into: $1, progress: progress(of: filePlan))
+        }.writtenAt
         let t2 = monotonicSeconds()
-        stats.bytesRead = exec.bytesRead
-        stats.bytesProduced = exec.bytesProduced
-        stats.files = 1
-        stats.peakRSS = peakRSSBytes()
         report.phases = [("plan", t1 - t0), ("read+merge+write", written - t1), ("sync+commit", t2 - written)]
         report.ranks = try RankStats.gather(stats, over: world)
         return Result(mesh: mesh, experts: range, tensors: [], manifest: manifest, report: report)

@@ -1,103 +1,36 @@
-/// Executes a rank's plan into its own file inside an output's staging directory, then agrees,
-/// commits the file, and lets the staging owners finish (manifest or index) and swap the directory
-/// in. On any rank's failure every temporary is removed and the target is left as it was.
-///
-/// Node-local disks (the same output path on every node, each node its own disk): rank 0 leaves a
-/// token in its staging directory; the leader of each node that cannot read it prepares the same
-/// staging name on its own disk. Every owner writes a complete manifest, and the commit is
-/// collective: no node commits unless every node staged and finished.
-struct StagedOutput {
-    /// Who writes into the output.
-    enum Writers {
-        /// Every rank writes its own file; node-local disks are fine (load, reshard).
-        case everyRank
-        /// Every rank writes, and the files only form a checkpoint together (a Hugging Face export):
-        /// the output must be on a filesystem every node shares.
-        case everyRankShared
-        /// Only rank 0 writes (`--gather`): nothing is staged anywhere else.
-        case rankZero
+/// Writes a per-rank checkpoint (load --out, reshard --out): each rank runs its plan into its own
+/// rank file (named and labelled by the manifest's rules), every staging owner writes
+/// `nemoshard.json`, and the output is committed with the output protocol.
+enum RankFileWriter {
+    /// When the rank's file was written (before sync and commit), and what the execution did.
+    struct Outcome {
+        let execution: ExecutionStats
+        let writtenAt: Double
     }
 
-    /// The job's staging directory (the same path on every rank).
-    let staging: String
-    /// This rank's handle on the output (lock, commit) if it owns a staging directory: rank 0, and
-    /// node leaders on node-local disks; nil elsewhere.
-    let directory: OutputDirectory?
-    let force: Bool
-    let world: Collective
-
-    static let tokenName = ".nemoshard-node-token"
-
-    /// Every rank checks the name; rank 0 prepares (lock, checks against `inputs`, staging) and
-    /// sends the staging path to the others; node leaders that cannot see it prepare their own.
-    static func prepare(_ path: String, force: Bool, inputs: [String], world: Collective,
-                        writers: Writers = .everyRank) throws -> StagedOutput {
-        let out = try world.agree { try OutputDirectory(path: path) }
-        let token = String(UInt64.random(in: .min ... .max), radix: 16)
-        let staging = try world.agreeOnRoot { () -> String in
-            let dir = try out.prepare(force: force, inputs: inputs)
-            if writers != .rankZero { try writeFileAtomically(FS.join(dir, tokenName), Array(token.utf8)) }
-            return dir
-        }
-        let shared = String(decoding: try world.broadcast(Array((staging ?? "").utf8), root: 0), as: UTF8.self)
-        guard writers != .rankZero, world.size > 1 else {
-            if world.rank == 0, writers != .rankZero { FS.removeFile(FS.join(shared, tokenName)) }
-            return StagedOutput(staging: shared, directory: world.rank == 0 ? out : nil, force: force, world: world)
-        }
-        let sharedToken = String(decoding: try world.broadcast(Array(token.utf8), root: 0), as: UTF8.self)
-        let node = try world.nodeGroup()
-        let leader = node.rank == 0
-        let seen = leader && world.rank != 0
-            ? (try? readWholeFile(FS.join(shared, tokenName), limit: 4096)).map { String(decoding: $0, as: UTF8.self) }
-            : sharedToken
-        let isLocal = seen != sharedToken
-        let localNodes = try world.allreduce(isLocal ? 1 : 0, .sum)
-        var own: OutputDirectory? = world.rank == 0 ? out : nil
-        do {
-            _ = try world.agree {
-                if localNodes > 0, writers == .everyRankShared {
-                    throw UsageError("output \(path) is on node-local storage (\(localNodes) node(s) cannot see rank 0's staging directory); a Hugging Face export needs a shared filesystem: use --gather to write it from rank 0's node")
-                }
-                if isLocal {
-                    let mine = try OutputDirectory(path: path)
-                    _ = try mine.prepare(force: force, inputs: inputs, stagingName: FS.baseName(shared))
-                    own = mine
-                }
-            }
-        } catch {
-            own?.abandon()
-            throw error
-        }
-        if world.rank == 0 { FS.removeFile(FS.join(shared, tokenName)) }
-        return StagedOutput(staging: shared, directory: own, force: force, world: world)
-    }
-
-    /// Path of `file` inside the staging directory.
-    func stagingPath(_ file: String) -> String { FS.join(staging, file) }
-
-    /// Runs `write` (which returns this rank's finished writers), commits them all after every rank
-    /// succeeded, then runs `finish` on every staging owner, and once all finished, commits.
-    /// Returns what `write` returned.
-    func run<T>(write: () throws -> (T, [SafetensorsWriter]), finish: () throws -> Void) throws -> T {
-        var writers: [SafetensorsWriter] = []
-        do {
-            let value = try world.agree { () -> T in
-                let (v, w) = try write()
-                writers = w
-                for x in w { try x.finish() }
-                Failpoint.hit("written", rank: world.rank)
-                return v
-            }
-            _ = try world.agree { for w in writers { try w.commit() } }
-            Failpoint.hit("committed", rank: world.rank)
-            _ = try world.agree { if directory != nil { try finish() } }
-            _ = try world.agree { try directory?.commit(force: force) }
-            return value
-        } catch {
-            writers = []
-            try? world.barrier()
-            directory?.abandon()
-            throw error
-        }
+    /// Collective. Fills `stats` (bytes read, produced, written, files, peak RSS).
+    static func write(_ plan: TransferPlan, manifest: Manifest, range: ExpertRange, to output: String, force: Bool,
+                      inputs: [String], world: Collective, stats: inout RankStats,
+                      execute: (TransferPlan, TensorSink) throws -> ExecutionStats) throws -> Outcome {
+        let staged = try StagedOutput.prepare(output, force: force, inputs: inputs, world: world)
+        let fileName = Manifest.rankFileName(world.rank, of: world.size)
+        var writtenAt = monotonicSeconds()
+        var bytesWritten = 0
+        let exec = try staged.run(write: {
+            let w = try SafetensorsWriter(path: staged.stagingPath(fileName), specs: plan.outputs,
+                                          metadata: Manifest.rankMetadata(rank: world.rank, range: range, world: world.size))
+            bytesWritten = w.fileSize
+            let e = try execute(plan, FileSink(writer: w))
+            writtenAt = monotonicSeconds()
+            return (e, [w])
+        }, finish: {
+            try writeFileAtomically(staged.stagingPath(Manifest.fileName), Array(manifest.toJSON().serialized(indent: 1).utf8))
+        })
+        stats.bytesRead = exec.bytesRead
+        stats.bytesProduced = exec.bytesProduced
+        stats.bytesWritten = bytesWritten
+        stats.files = 1
+        stats.peakRSS = peakRSSBytes()
+        return Outcome(execution: exec, writtenAt: writtenAt)
     }
 }

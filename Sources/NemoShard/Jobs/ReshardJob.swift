@@ -43,22 +43,11 @@ public enum ReshardJob {
         stats.rank = world.rank
         stats.experts = range
         stats.tensors = plan.outputs.count
-        let staged = try StagedOutput.prepare(o.output, force: o.force, inputs: [o.source], world: world)
-        let fileName = Manifest.rankFileName(world.rank, of: world.size)
-        let exec = try staged.run(write: {
-            let w = try SafetensorsWriter(path: staged.stagingPath(fileName), specs: plan.outputs,
-                                          metadata: Manifest.rankMetadata(rank: world.rank, range: range, world: world.size))
-            stats.bytesWritten = w.fileSize
-            let executor = PlanExecutor(chunkBytes: o.chunkBytes, threads: o.threads)
-            return (try RowExchange(source: source, world: world, plans: plans).run(executor: executor, into: FileSink(writer: w)), [w])
-        }, finish: {
-            try writeFileAtomically(staged.stagingPath(Manifest.fileName), Array(manifest.toJSON().serialized(indent: 1).utf8))
-        })
+        let executor = PlanExecutor(chunkBytes: o.chunkBytes, threads: o.threads)
+        let exchange = RowExchange(source: source, world: world, plans: plans)
+        _ = try RankFileWriter.write(plan, manifest: manifest, range: range, to: o.output, force: o.force, inputs: [o.source],
+                                     world: world, stats: &stats) { _, sink in try exchange.run(executor: executor, into: sink) }
         let t2 = monotonicSeconds()
-        stats.bytesRead = exec.bytesRead
-        stats.bytesProduced = exec.bytesProduced
-        stats.files = 1
-        stats.peakRSS = peakRSSBytes()
         var report = JobReport(command: "reshard \(old.mesh) -> \(shape)", mesh: shape, worldSize: world.size)
         report.outputPath = o.output
         report.phases = [("plan", t1 - t0), ("read+write+commit", t2 - t1)]
