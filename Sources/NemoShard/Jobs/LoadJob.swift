@@ -95,7 +95,8 @@ public enum LoadJob {
         var written = t1
         let exec = try staged.run(write: {
             let w = try SafetensorsWriter(path: staged.stagingPath(fileName), specs: filePlan.outputs,
-                                          metadata: rankMetadata(rank: world.rank, range: range, world: world.size))
+                                          metadata: rankFileMetadata(rank: world.rank, range: range, world: world.size,
+                                                                     specs: filePlan.outputs, manifest: manifest))
             stats.bytesWritten = w.fileSize
             let exec = try executor.run(filePlan, into: FileSink(writer: w), progress: progress(of: filePlan))
             written = monotonicSeconds()
@@ -114,6 +115,15 @@ public enum LoadJob {
         return Result(mesh: mesh, experts: range, tensors: [], manifest: manifest, report: report)
     }
 
+    /// The `__metadata__` of rank `rank`'s file: `rankMetadata`, then `DCP_SHARDING_INFO` for the
+    /// tensors it holds (`specs`), so torch DCP's `HuggingFaceStorageReader` reads the directory.
+    static func rankFileMetadata(rank: Int, range: ExpertRange, world: Int, specs: [TensorSpec], manifest: Manifest) -> [(String, String)] {
+        let grouped = Set(manifest.tensors.filter(\.expertSharded).map(\.name))
+        return rankMetadata(rank: rank, range: range, world: world)
+            + [DCPShardingInfo.entry(specs: specs, grouped: grouped, firstExpert: range.start)]
+    }
+
+    /// The `nemoshard_*` metadata (checked by `ShardedCheckpoint.checkRankMetadata`).
     static func rankMetadata(rank: Int, range: ExpertRange, world: Int) -> [(String, String)] {
         [("format", "pt"), ("nemoshard_rank", String(rank)), ("nemoshard_world_size", String(world)),
          ("nemoshard_experts", "\(range.start),\(range.end)")]

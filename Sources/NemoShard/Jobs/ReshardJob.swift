@@ -40,7 +40,8 @@ public enum ReshardJob {
         let fileName = Manifest.rankFileName(world.rank, of: world.size)
         let exec = try staged.run(write: {
             let w = try SafetensorsWriter(path: staged.stagingPath(fileName), specs: plan.outputs,
-                                          metadata: LoadJob.rankMetadata(rank: world.rank, range: range, world: world.size))
+                                          metadata: LoadJob.rankFileMetadata(rank: world.rank, range: range, world: world.size,
+                                                                                     specs: plan.outputs, manifest: manifest))
             stats.bytesWritten = w.fileSize
             return (try PlanExecutor(chunkBytes: o.chunkBytes, threads: o.threads).run(plan, into: FileSink(writer: w)), [w])
         }, finish: {
