@@ -14,6 +14,7 @@ func run(_ command: String, _ args: Arguments) throws -> Int32 {
     case "save-hf": return try saveHF(args)
     case "reshard": return try reshard(args)
     case "verify": return try verify(args)
+    case "consolidate": return try consolidate(args)
     default: throw UsageError("unknown command \(command)")
     }
 }
@@ -167,6 +168,14 @@ func reshard(_ args: Arguments) throws -> Int32 {
     o.threads = try threadsOption(args)
     let world = try MPIRuntime.start()
     emit(try ReshardJob.run(o, world: world).1, args, world: world)
+    return 0
+}
+
+func consolidate(_ args: Arguments) throws -> Int32 {
+    var o = ConsolidateJob.Options(source: args.positionals[0], output: args.positionals[1])
+    o.force = args.has("--force")
+    let world = try MPIRuntime.start()
+    emit(try ConsolidateJob.run(o, world: world), args, world: world)
     return 0
 }
 
