@@ -27,20 +27,24 @@ final class FieldCheckpointTests: XCTestCase {
                 let r = try ok(["verify", "\(dir)/r1", "\(dir)/r\(n)"])
                 XCTAssertTrue(r.stdout.contains("equal:"), "\(v) \(n) ranks: \(r.stdout)")
             }
-            try ok(["save-hf", "\(dir)/r4", "\(dir)/hf"], ranks: 4)
-            let source = try readHF(hf), export = try readHF("\(dir)/hf")
-            XCTAssertEqual(Set(export.keys), Set(source.keys), v)
+            let source = try readHF(hf)
             XCTAssertGreaterThan(source.count, 30, v)
-            for (key, (dtype, shape, bytes)) in source {
-                guard let e = export[key] else { XCTFail("\(v): \(key) missing from the export"); continue }
-                XCTAssertEqual(e.0, dtype, "\(v) \(key)")
-                XCTAssertEqual(e.1, shape, "\(v) \(key)")
-                XCTAssertEqual(e.2, bytes, "\(v) \(key)")
+            for n in [1, 2, 4] {
+                let out = "\(dir)/hf\(n)"
+                try ok(["save-hf", "\(dir)/r\(n)", out], ranks: n)
+                let export = try readHF(out)
+                XCTAssertEqual(Set(export.keys), Set(source.keys), "\(v) from \(n) ranks")
+                for (key, (dtype, shape, bytes)) in source {
+                    guard let e = export[key] else { XCTFail("\(v): \(key) missing from the \(n)-rank export"); continue }
+                    XCTAssertEqual(e.0, dtype, "\(v) \(n) \(key)")
+                    XCTAssertEqual(e.1, shape, "\(v) \(n) \(key)")
+                    XCTAssertEqual(e.2, bytes, "\(v) \(n) \(key)")
+                }
             }
-            let strict = try ok(["verify", hf, "\(dir)/hf", "--strict"])
+            let strict = try ok(["verify", hf, "\(dir)/hf4", "--strict"])
             XCTAssertTrue(strict.stdout.contains("equal:"), "\(v): \(strict.stdout)")
             XCTAssertFalse(strict.stdout.contains("ignored"), "\(v): \(strict.stdout)")
-            let config = try JSON.parse(readWholeFile("\(dir)/hf/config.json"))
+            let config = try JSON.parse(readWholeFile("\(dir)/hf4/config.json"))
             XCTAssertEqual(config, try JSON.parse(readWholeFile(hf + "/config.json")), v)
         }
     }
