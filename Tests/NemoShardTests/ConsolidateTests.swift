@@ -97,6 +97,8 @@ final class ConsolidateTests: XCTestCase {
         let root = temporaryDirectory(self)
         try writeDCP(root + "/overlap", [[("w", .f32, [2, 3], [0, 0])], [("w", .f32, [2, 3], [1, 0])]])
         try assertRejected(root + "/overlap", ["tensor \"w\"", "overlaps", "shard-00002-model-00001-of-00001.safetensors"], ranks: 2)
+        try writeDCP(root + "/columns", [[("w", .f32, [2, 3], [0, 0])], [("w", .f32, [2, 3], [0, 2])]])
+        try assertRejected(root + "/columns", ["tensor \"w\"", "overlaps", "offsets [0, 2]"])
         try writeDCP(root + "/gap", [[("w", .f32, [1, 3], [0, 0])], [("w", .f32, [1, 3], [2, 0])]])
         try assertRejected(root + "/gap", ["tensor \"w\"", "6 of the 9 elements", "gap"])
         try writeDCP(root + "/dtype", [[("w", .f32, [1, 3], [0, 0])], [("w", .bf16, [1, 3], [1, 0])]])
@@ -115,6 +117,11 @@ final class ConsolidateTests: XCTestCase {
         try assertRejected(root + "/empty", ["no DCP shard files"], ranks: 2)
         try writeDCP(root + "/huge", [[("w", .f32, [1, 1], [2_000_000_000, 2_000_000_000])]])
         try assertRejected(root + "/huge", ["tensor \"w\"", "larger than nemoshard accepts"])
+        // A 2 x 2 grid of chunks tiles [4, 6].
+        try writeDCP(root + "/grid", [[("w", .f32, [2, 3], [0, 0])], [("w", .f32, [2, 3], [0, 3])],
+                                      [("w", .f32, [2, 3], [2, 0])], [("w", .f32, [2, 3], [2, 3])]])
+        try ok(["consolidate", root + "/grid", root + "/grid-out"], ranks: 2)
+        XCTAssertEqual(try readTensors(root + "/grid-out")["w"]?.1, [4, 6])
         // Without any DCP_SHARDING_INFO a file holds whole tensors (as torch reads it).
         try writeDCP(root + "/plain", [[("w", .f32, [2, 3], nil)]])
         try ok(["consolidate", root + "/plain", root + "/plain-out"])

@@ -39,15 +39,21 @@ public enum ChunkTiling {
     /// Checks that the chunks cover every element of `globalShape` exactly once: no two share an
     /// element, and together they hold as many elements as the global tensor.
     public static func checkTiling(_ chunks: [DCPCheckpoint.Chunk], globalShape: [Int], tensor: String, directory: String) throws {
-        // Sweep along dim 0: a chunk can only overlap the ones that start before it ends there.
+        // Sweep along the dimension the chunks are split on most (row or column sharding alike):
+        // a chunk can only overlap the ones that start before it ends there.
+        let empty = chunks.first?.offsets.isEmpty ?? true
+        let d = empty ? 0 : globalShape.indices.max { x, y in
+            (Set(chunks.map { $0.offsets[x] }).count, -x) < (Set(chunks.map { $0.offsets[y] }).count, -y)
+        } ?? 0
+        func start(_ c: DCPCheckpoint.Chunk) -> Int { empty ? 0 : c.offsets[d] }
         let sorted = chunks.sorted { a, b in
-            a.offsets.lexicographicallyPrecedes(b.offsets) || (a.offsets == b.offsets && a.file < b.file)
+            (start(a), a.file) < (start(b), b.file) || (start(a) == start(b) && a.file == b.file && a.offsets.lexicographicallyPrecedes(b.offsets))
         }
         for i in sorted.indices {
             let a = sorted[i]
-            let aEnd = (a.offsets.first ?? 0) + (a.shape.first ?? 1)
+            let aEnd = empty ? 1 : start(a) + a.shape[d]
             var j = i + 1
-            while j < sorted.count, (sorted[j].offsets.first ?? 0) < aEnd || a.offsets.isEmpty {
+            while j < sorted.count, start(sorted[j]) < aEnd {
                 let b = sorted[j]
                 if overlap(a, b) && a.shape.allSatisfy({ $0 > 0 }) && b.shape.allSatisfy({ $0 > 0 }) {
                     throw CheckpointError(path: FS.join(directory, b.file), "tensor \"\(tensor)\": the chunk at offsets \(b.offsets) shape \(b.shape) overlaps the one at offsets \(a.offsets) shape \(a.shape) in \(a.file)")
