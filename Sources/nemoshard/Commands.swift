@@ -78,6 +78,18 @@ let commands: [CommandSpec] = [
                   --force        replace an existing DIR
                   --json         print the summary as JSON
                 """),
+    CommandSpec(name: "consolidate", usage: "[mpirun -n N] nemoshard consolidate DCP_DIR OUT_DIR [--force] [--json]",
+                summary: "assemble a torch DCP checkpoint (shard-*-model-*-of-*.safetensors) into a standard HF checkpoint",
+                positionals: ["DCP_DIR", "OUT_DIR"], optionalPositionals: 0, options: [], flags: ["--force", "--json"],
+                help: """
+                  DCP_DIR holds torch.distributed.checkpoint's HuggingFaceStorageWriter(save_distributed=True) files
+                  shard-SSSSS-model-IIIII-of-NNNNN.safetensors (or has them under sharded/); each file's
+                  DCP_SHARDING_INFO metadata places its chunks in the global tensors. The chunks must tile every
+                  tensor exactly. OUT_DIR gets model-IIIII-of-NNNNN.safetensors (full tensors, sorted by name) and
+                  model.safetensors.index.json; the output files are shared out over the ranks.
+                  --force     replace an existing OUT_DIR
+                  --json      print the summary as JSON
+                """),
     CommandSpec(name: "verify", usage: "[mpirun -n N] nemoshard verify A B [--dtype bf16|f16|f32] [--strict] [--json]",
                 summary: "compare two checkpoints (HF or per-rank, any mesh) tensor by tensor; exit 1 on a difference",
                 positionals: ["A", "B"], optionalPositionals: 0, options: ["--dtype"], flags: ["--json", "--strict"],

@@ -15,6 +15,7 @@ func run(_ command: String, _ args: Arguments) throws -> Int32 {
     case "reshard": return try reshard(args)
     case "verify": return try verify(args)
     case "bandwidth": return try bandwidth(args)
+    case "consolidate": return try consolidate(args)
     default: throw UsageError("unknown command \(command)")
     }
 }
@@ -188,6 +189,14 @@ func bandwidth(_ args: Arguments) throws -> Int32 {
             print("rank 0 -> rank \(world.size - 1): \(formatBytes(r.bytes)) in \(format2(r.seconds)) s (median of \(r.rounds)): \(format2(r.gigabytesPerSecond)) GB/s")
         }
     }
+    return 0
+}
+
+func consolidate(_ args: Arguments) throws -> Int32 {
+    var o = ConsolidateJob.Options(source: args.positionals[0], output: args.positionals[1])
+    o.force = args.has("--force")
+    let world = try MPIRuntime.start()
+    emit(try ConsolidateJob.run(o, world: world), args, world: world)
     return 0
 }
 

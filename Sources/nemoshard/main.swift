@@ -25,7 +25,7 @@ if rest.contains("--help") || rest.contains("-h") {
 }
 
 /// Commands that run under mpirun start MPI first, so every error path can wait for rank 0's message.
-let mpiCommands: Set<String> = ["load", "save-hf", "reshard", "verify", "bandwidth"]
+let mpiCommands: Set<String> = ["load", "save-hf", "reshard", "verify", "bandwidth", "consolidate"]
 
 /// Ranks in the job that started this process (1 without mpirun).
 let launchedWorldSize = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"].compactMap { (name: String) -> Int? in

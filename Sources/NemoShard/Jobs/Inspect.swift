@@ -10,8 +10,11 @@ public enum Inspect {
         for b in BlockType.allCases {
             counts.append((b.word, .int(Int64(config.layers.filter { $0 == b }.count))))
         }
+        // transformers 5 configs name the blocks only with a word list (`linear_attention`, ...).
+        let hasPattern = config.json["hybrid_override_pattern"].map { !$0.isNull } ?? false
         var out: [(String, JSON)] = [
             ("pattern", .string(BlockType.pattern(config.layers))),
+            ("blocks_from", .string(hasPattern ? "hybrid_override_pattern" : "layers_block_type")),
             ("layers", .int(Int64(config.layers.count))),
             ("layers_by_block", .object(counts)),
             ("hidden_size", .int(Int64(config.hiddenSize))),

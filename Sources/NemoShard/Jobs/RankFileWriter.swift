@@ -18,7 +18,7 @@ enum RankFileWriter {
         var bytesWritten = 0
         let exec = try staged.run(write: {
             let w = try SafetensorsWriter(path: staged.stagingPath(fileName), specs: plan.outputs,
-                                          metadata: Manifest.rankMetadata(rank: world.rank, range: range, world: world.size))
+                                          metadata: manifest.rankFileMetadata(rank: world.rank, range: range, specs: plan.outputs))
             bytesWritten = w.fileSize
             let e = try execute(plan, FileSink(writer: w))
             writtenAt = monotonicSeconds()

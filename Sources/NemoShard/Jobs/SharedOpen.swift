@@ -37,3 +37,11 @@ extension ShardedCheckpoint {
         return checkpoint
     }
 }
+
+extension DCPCheckpoint {
+    /// Rank 0 reads every header and checks the chunks; the others receive the result.
+    public static func openShared(_ directory: String, world: Collective) throws -> DCPCheckpoint {
+        let bytes = try world.agreeOnRoot { Array(try DCPCheckpoint.open(directory).toJSON().serialized().utf8) }
+        return try DCPCheckpoint(json: try JSON.parse(try world.broadcast(bytes ?? [], root: 0)))
+    }
+}

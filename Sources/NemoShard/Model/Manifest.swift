@@ -96,6 +96,15 @@ public struct Manifest: Sendable {
          ("nemoshard_experts", "\(range.start),\(range.end)")]
     }
 
+    /// The whole `__metadata__` of rank `rank`'s file holding `specs`: `rankMetadata`, then
+    /// `DCP_SHARDING_INFO` for every tensor in it, so torch DCP's `HuggingFaceStorageReader` reads
+    /// the directory.
+    func rankFileMetadata(rank: Int, range: ExpertRange, specs: [TensorSpec]) -> [(String, String)] {
+        let grouped = Set(tensors.filter(\.expertSharded).map(\.name))
+        return Manifest.rankMetadata(rank: rank, range: range, world: worldSize)
+            + [DCPShardingInfo.entry(specs: specs, grouped: grouped, firstExpert: range.start)]
+    }
+
     /// `rank-00003-of-00008.safetensors`.
     public static func rankFileName(_ rank: Int, of world: Int) -> String {
         "rank-\(pad5(rank))-of-\(pad5(world)).safetensors"

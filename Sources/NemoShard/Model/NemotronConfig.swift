@@ -2,7 +2,7 @@
 public enum BlockType: Character, Sendable, CaseIterable {
     case mamba = "M", attention = "*", mlp = "-", moe = "E"
 
-    /// The word `layers_block_type` uses.
+    /// The word `layers_block_type` uses (the older spelling; see `words` for every accepted one).
     public var word: String {
         switch self {
         case .mamba: return "mamba"
@@ -12,8 +12,20 @@ public enum BlockType: Character, Sendable, CaseIterable {
         }
     }
 
-    init?(word: String) {
-        guard let b = BlockType.allCases.first(where: { $0.word == word }) else { return nil }
+    /// Every word `layers_block_type` may use for this block: the older configs' word and the one
+    /// transformers 5 writes (`linear_attention` for mamba2, `full_attention` for attention).
+    public var words: [String] {
+        switch self {
+        case .mamba: return ["mamba", "linear_attention"]
+        case .attention: return ["attention", "full_attention"]
+        case .mlp: return ["mlp"]
+        case .moe: return ["moe"]
+        }
+    }
+
+    /// The block a `layers_block_type` word names, in either spelling.
+    public init?(word: String) {
+        guard let b = BlockType.allCases.first(where: { $0.words.contains(word) }) else { return nil }
         self = b
     }
 
@@ -68,35 +80,47 @@ public struct NemotronConfig: Sendable, Codable {
             }
             return Int(i)
         }
-        func blocks(patternKey: String, listKey: String) throws -> [BlockType]? {
-            if let v = json[patternKey], !v.isNull {
-                guard let s = v.stringValue else { throw bad("\"\(patternKey)\" must be a string") }
-                guard let b = BlockType.parse(pattern: s) else {
-                    throw bad("\"\(patternKey)\" has a character other than M * - E: \"\(s)\"")
+        func pattern(_ key: String) throws -> [BlockType]? {
+            guard let v = json[key], !v.isNull else { return nil }
+            guard let s = v.stringValue else { throw bad("\"\(key)\" must be a string") }
+            guard let b = BlockType.parse(pattern: s) else {
+                throw bad("\"\(key)\" has a character other than M * - E: \"\(s)\"")
+            }
+            return b
+        }
+        func list(_ key: String) throws -> [BlockType]? {
+            guard let v = json[key], !v.isNull else { return nil }
+            guard let items = v.arrayValue else { throw bad("\"\(key)\" must be a list") }
+            return try items.map { item in
+                guard let w = item.stringValue, let b = BlockType(word: w) else {
+                    throw bad("\"\(key)\" holds an unknown block type \(item.serialized())")
                 }
                 return b
             }
-            if let v = json[listKey], !v.isNull {
-                guard let items = v.arrayValue else { throw bad("\"\(listKey)\" must be a list") }
-                return try items.map { item in
-                    guard let w = item.stringValue, let b = BlockType(word: w) else {
-                        throw bad("\"\(listKey)\" holds an unknown block type \(item.serialized())")
-                    }
-                    return b
-                }
+        }
+        /// The pattern string and/or the word list (transformers 5 writes only the list); when a
+        /// config has both they must name the same blocks.
+        func blocks(patternKey: String, listKey: String) throws -> [BlockType]? {
+            let p = try pattern(patternKey), l = try list(listKey)
+            if let p, let l, p != l {
+                throw bad("\"\(patternKey)\" is \(BlockType.pattern(p)) but \"\(listKey)\" is \(BlockType.pattern(l))")
             }
-            return nil
+            return p ?? l
         }
 
         guard let layers = try blocks(patternKey: "hybrid_override_pattern", listKey: "layers_block_type") else {
             throw bad("missing \"hybrid_override_pattern\" (or \"layers_block_type\")")
         }
         self.layers = layers
-        numHiddenLayers = try int("num_hidden_layers", required: true) ?? 0
+        // transformers 5 writes no num_hidden_layers: the layer list is the count. When present it
+        // must agree with the list.
+        numHiddenLayers = try int("num_hidden_layers", required: false) ?? layers.count
         guard layers.count == numHiddenLayers else {
             throw bad("layer pattern has \(layers.count) layers but num_hidden_layers is \(numHiddenLayers)")
         }
         hiddenSize = try int("hidden_size", required: true) ?? 0
+        // transformers 5 always writes mtp_layers_block_type, with num_nextn_predict_layers 0 when
+        // the model has no MTP layers: only a positive count makes the MTP pattern count.
         let mtp = try blocks(patternKey: "mtp_hybrid_override_pattern", listKey: "mtp_layers_block_type") ?? []
         let nextn = try int("num_nextn_predict_layers", required: false) ?? 0
         mtpLayers = nextn == 0 ? [] : mtp
