@@ -36,11 +36,11 @@ let commands: [CommandSpec] = [
                   --force              replace an existing output directory
                   --json               print the summary as JSON
                 """),
-    CommandSpec(name: "load", usage: "mpirun -n N nemoshard load HF_DIR [--out DIR | --to-hf DIR [--gather] [--max-shard-size 5GB] [--exclude REGEX]] [--ep N | --mesh dp=2,ep=4] [--dtype bf16|f16|f32] [--threads N] [--copy-non-expert] [--force] [--json]",
+    CommandSpec(name: "load", usage: "mpirun -n N nemoshard load HF_DIR [--out DIR | --to-hf DIR [--gather] [--max-shard-size 5GB] [--exclude REGEX]] [--ep N | --mesh dp=2,ep=4] [--dtype bf16|f16|f32] [--threads N] [--copy-non-expert] [--progress] [--force] [--json]",
                 summary: "each rank reads only its own experts and builds its internal state dict",
                 positionals: ["HF_DIR"], optionalPositionals: 0,
                 options: ["--out", "--to-hf", "--max-shard-size", "--exclude", "--ep", "--mesh", "--dtype", "--threads"],
-                flags: ["--force", "--json", "--copy-non-expert", "--gather"],
+                flags: ["--force", "--json", "--copy-non-expert", "--gather", "--progress"],
                 help: """
                   --out DIR        write a per-rank checkpoint (rank-RRRRR-of-WWWWW.safetensors + nemoshard.json)
                   --to-hf DIR      round trip: load into memory, then write the state back as a Hugging Face
@@ -52,6 +52,8 @@ let commands: [CommandSpec] = [
                   --dtype D        dtype of the grouped experts: bf16 (default), f16, f32
                   --threads N      threads per rank (default: cores / ranks on this node)
                   --copy-non-expert  in memory: copy non-expert tensors instead of mapping their byte ranges
+                  --progress       rank 0 keeps one updating line on stderr: bytes done of all ranks, GB/s, time
+                                   left (without mpirun it appears by itself when stderr is a terminal)
                   --force          replace an existing DIR
                   --json           print the summary as JSON
                 """),

@@ -51,18 +51,27 @@ func emit(_ report: JobReport, _ args: Arguments, world: Collective) {
     print(args.has("--json") ? report.json().serialized() : report.text())
 }
 
-/// Rank 0's progress line on stderr when it is a terminal.
-func progressLine(_ label: String, world: Collective) -> (@Sendable (Int, Int) -> Void)? {
-    guard world.rank == 0, isatty(2) != 0 else { return nil }
+/// Rank 0's single updating progress line on stderr: with `--progress` (under mpirun the ranks'
+/// stderr is never a terminal), or by itself when stderr is a terminal. Bytes done over all ranks
+/// (estimated from rank 0's share), GB/s and time left.
+func progressLine(_ label: String, world: Collective, forced: Bool) -> (@Sendable (Int, Int) -> Void)? {
+    guard world.rank == 0, forced || isatty(2) != 0 else { return nil }
     /// The executor calls one at a time (under its lock).
-    final class Last: @unchecked Sendable { var percent = -1 }
-    let last = Last()
+    final class State: @unchecked Sendable {
+        var percent = -1
+        let start = monotonicSeconds()
+    }
+    let state = State()
+    let ranks = world.size
     return { done, total in
-        let pct = total > 0 ? done * 100 / total : 100
-        if pct != last.percent {
-            last.percent = pct
-            printToStandardError("\r\(label): \(pct)% of \(formatBytes(total)) (rank 0)" + (pct == 100 ? "\n" : ""))
-        }
+        let pct = total > 0 ? min(done * 100 / total, 100) : 100
+        guard pct != state.percent else { return }
+        state.percent = pct
+        let elapsed = monotonicSeconds() - state.start
+        let rate = elapsed > 0 ? Double(done) / elapsed : 0
+        let left = rate > 0 ? Double(total - done) / rate : 0
+        printToStandardError("\r\(label): \(pct)% of \(formatBytes(total)) (est. over \(ranks) rank\(ranks == 1 ? "" : "s")), "
+                             + "\(format2(rate / 1e9)) GB/s, " + (pct == 100 ? "done in \(format2(elapsed)) s\n" : "about \(format2(left)) s left   "))
     }
 }
 
@@ -126,7 +135,7 @@ func load(_ args: Arguments) throws -> Int32 {
     o.force = args.has("--force")
     o.threads = threads
     o.mapNonExpertTensors = !args.has("--copy-non-expert")
-    o.progress = progressLine("load", world: world)
+    o.progress = progressLine("load", world: world, forced: args.has("--progress"))
     guard let hfOut = args.value("--to-hf") else {
         if args.has("--gather") || args.value("--max-shard-size") != nil || args.value("--exclude") != nil {
             throw UsageError("--gather, --max-shard-size and --exclude go with --to-hf")

@@ -15,7 +15,9 @@ public enum LoadJob {
         /// In-memory loads: non-expert tensors become private copy-on-write mappings of their byte
         /// ranges in the source files (as safetensors' own loader does) instead of fresh copies.
         public var mapNonExpertTensors = true
-        /// Called with (source bytes done, total) from the executor's workers, one call at a time.
+        /// Called on each rank that sets it with (bytes done, total) over ALL ranks, from the
+        /// executor's workers, one call at a time. "Done" is this rank's fraction of its own share
+        /// scaled to the total (the ranks' shares are balanced by construction): an estimate.
         public var progress: (@Sendable (Int, Int) -> Void)?
 
         public init(source: String) { self.source = source }
@@ -69,9 +71,13 @@ public enum LoadJob {
         stats.experts = range
         stats.tensors = plan.outputs.count
         let executor = PlanExecutor(chunkBytes: o.chunkBytes, threads: o.threads)
+        // A per-rank checkpoint stores each non-expert tensor once, in its holder's file.
+        let inFile = manifest.fileTensors(rank: world.rank)
+        let filePlan = plan.keeping { inFile.contains($0.name) }
+        let allBytes = Int(try world.allreduce(Int64((o.output == nil ? plan : filePlan).bytesToRead), .sum))
         func progress(of plan: TransferPlan) -> (@Sendable (Int) -> Void)? {
-            let total = plan.bytesToRead
-            return o.progress.map { p in { @Sendable (done: Int) in p(done, total) } }
+            let mine = Double(max(plan.bytesToRead, 1))
+            return o.progress.map { p in { @Sendable (done: Int) in p(Int(Double(done) / mine * Double(allBytes)), allBytes) } }
         }
 
         guard let outPath = o.output else {
@@ -86,9 +92,6 @@ public enum LoadJob {
             return Result(mesh: mesh, experts: range, tensors: sink.namedTensors, manifest: manifest, report: report)
         }
 
-        // A per-rank checkpoint stores each non-expert tensor once, in its holder's file.
-        let inFile = manifest.fileTensors(rank: world.rank)
-        let filePlan = plan.keeping { inFile.contains($0.name) }
         let written = try RankFileWriter.write(filePlan, manifest: manifest, range: range, to: outPath, force: o.force,
                                                inputs: [o.source], world: world, stats: &stats) {
             try executor.run($0, into: $1, progress: progress(of: filePlan))
