@@ -30,7 +30,7 @@ public enum SaveHFJob {
         let filter = try world.agree { try o.exclude.map { try KeyFilter(pattern: $0) } }
         let rankFile = source.path(ofRank: world.rank)
         let plan = try world.agree {
-            try ExportPlanner(manifest: m, exclude: filter).plan(rank: world.rank, sources: [rankFile]) { name in
+            try ExportPlanner(manifest: m, exclude: filter).plan(rank: world.rank, writesExperts: mesh.isPrimaryReplica, sources: [rankFile]) { name in
                 source.locations[world.rank][name].map { ExportPlanner.Location(file: 0, offset: $0.offset) }
             }
         }
@@ -65,7 +65,7 @@ public enum ToHFJob {
         let position = Dictionary(names.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
         let filter = try world.agree { try o.exclude.map { try KeyFilter(pattern: $0) } }
         let plan = try world.agree {
-            try ExportPlanner(manifest: m, exclude: filter).plan(rank: world.rank, sources: names) { name in
+            try ExportPlanner(manifest: m, exclude: filter).plan(rank: world.rank, writesExperts: loaded.mesh.isPrimaryReplica, sources: names) { name in
                 position[name].map { ExportPlanner.Location(file: $0, offset: 0) }
             }
         }

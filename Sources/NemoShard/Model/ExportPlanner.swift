@@ -38,11 +38,11 @@ struct ExportPlanner {
 
     /// The rank's HF outputs in the source's key order, and the plan that produces them from
     /// `sources` (files, or names of in-memory tensors); `locate` finds a tensor of this rank.
-    func plan(rank: Int, sources: [String], locate: (String) -> Location?) throws -> TransferPlan {
+    /// `writesExperts`: the mesh's word that this rank is its experts' primary replica.
+    func plan(rank: Int, writesExperts: Bool, sources: [String], locate: (String) -> Location?) throws -> TransferPlan {
         let m = manifest
         var adapter = NemotronV3Adapter(config: try m.nemotronConfig())
         adapter.hfPrefix = m.hfPrefix
-        let isOwner = Manifest.ownerRanks(m.ranks).contains(rank)
         let orderOf = Dictionary(m.hfKeys.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
         let range = m.ranks[rank].experts
         let here = sources.first ?? "rank \(rank)"
@@ -62,7 +62,7 @@ struct ExportPlanner {
                                     output: 0, destOffset: 0)))
                 continue
             }
-            guard isOwner, !range.isEmpty else { continue }
+            guard writesExperts, !range.isEmpty else { continue }
             let local = [range.count] + t.shape.dropFirst()
             guard local.count == 3, case let .split(keys, _) = adapter.toHF(t.name, shape: local, firstExpert: range.start) else {
                 throw CheckpointError(path: here, "grouped tensor \"\(t.name)\" \(local) does not map back to experts")
