@@ -121,4 +121,18 @@ final class AdapterTests: XCTestCase {
         XCTAssertEqual(NemotronV3Adapter.detectPrefix(["mtp.layers.0.mixer.experts.0.up_proj.weight", "backbone.norm_f.weight"]), "backbone.")
         XCTAssertEqual(NemotronV3Adapter.detectPrefix(["lm_head.weight"]), "backbone.")
     }
+
+    func testGroupedNamesParseBackToTheirSlot() {
+        for slot in [ExpertLayer(namespace: .backbone, prefix: "model.", layer: 12),
+                     ExpertLayer(namespace: .backbone, prefix: "model.language_model.", layer: 3),
+                     ExpertLayer(namespace: .mtp, prefix: "mtp.", layer: 1)] {
+            for p in [Projection.up, .down] {
+                XCTAssertEqual(ExpertSlot(groupedName: slot.groupedName(p)), ExpertSlot(layer: slot, projection: p))
+            }
+        }
+        for bad in ["model.layers.1.mixer.experts.gate_proj", "model.layers.01.mixer.experts.down_projs",
+                    "model.layers..mixer.experts.down_projs", "model.norm.weight", "layers.x.mixer.experts.down_projs"] {
+            XCTAssertNil(ExpertSlot(groupedName: bad), bad)
+        }
+    }
 }

@@ -56,8 +56,7 @@ public enum LoadJob {
             }
             let manifest = Manifest(
                 worldSize: world.size, mesh: shape, nRoutedExperts: nExperts, ranks: ranks,
-                tensors: globals.map { .init(name: $0.name, dtype: $0.dtype, shape: $0.shape,
-                                             expertSharded: $0.expertLayer != nil, hfKey: $0.hfKey) },
+                tensors: globals,
                 sourceDirectory: checkpoint.directory, config: checkpoint.config.json, hfPrefix: planner.layout.hfPrefix,
                 hfKeys: checkpoint.tensors.map(\.name), extraFiles: checkpoint.extraFiles)
             return (plan, manifest)

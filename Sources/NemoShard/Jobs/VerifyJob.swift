@@ -91,7 +91,7 @@ public enum VerifyJob {
             let (plan, globals) = try planner.plan(range: ExpertRange(start: 0, end: c.config.nRoutedExperts ?? 0), rank: nil)
             return (planner, plan, globals)
         }
-        let grouped = Set(globals.filter { $0.expertLayer != nil }.map(\.name))
+        let grouped = Set(globals.filter(\.expertSharded).map(\.name))
         let dropped = Dictionary(planner.layout.dropped.map { ($0.key, $0.reason.description) }, uniquingKeysWith: { a, _ in a })
         return View(plan: plan, grouped: plan.outputs.map { grouped.contains($0.name) }, dropped: dropped, config: c.config.json)
     }

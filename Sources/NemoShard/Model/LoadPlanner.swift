@@ -17,19 +17,8 @@ struct LoadPlanner {
         layout = try LoadPlanner.classify(checkpoint, adapter)
     }
 
-    /// One internal tensor of the global view, with the HF keys it came from.
-    struct GlobalTensor: Sendable {
-        let name: String
-        let dtype: DType
-        /// Global shape (dim 0 = all experts for grouped tensors).
-        let shape: [Int]
-        /// The expert layer, for grouped tensors.
-        let expertLayer: ExpertLayer?
-        /// Which projection a grouped tensor holds (`gate_and_up_projs` = up, `down_projs` = down).
-        let projection: Projection?
-        /// Source HF key of a renamed tensor.
-        let hfKey: String?
-    }
+    /// One internal tensor of the global view: the manifest's entry (holders are assigned later).
+    typealias GlobalTensor = Manifest.TensorEntry
 
     /// The classified checkpoint: renamed tensors and per-layer experts.
     struct Layout {
@@ -156,13 +145,15 @@ struct LoadPlanner {
     /// The global internal view: every output tensor with its global shape.
     func globalTensors() throws -> [GlobalTensor] {
         var out: [GlobalTensor] = layout.renamed.map {
-            GlobalTensor(name: $0.name, dtype: $0.source.dtype, shape: $0.source.shape, expertLayer: nil, projection: nil, hfKey: $0.source.name)
+            GlobalTensor(name: $0.name, dtype: $0.source.dtype, shape: $0.source.shape, expert: nil, hfKey: $0.source.name)
         }
         let n = adapter.nRoutedExperts ?? 0
         for slot in layout.experts.keys.sorted() {
             let (_, inter, dim) = try expertGeometry(slot)
-            out.append(GlobalTensor(name: slot.groupedName(.up), dtype: expertDType, shape: [n, dim, inter], expertLayer: slot, projection: .up, hfKey: nil))
-            out.append(GlobalTensor(name: slot.groupedName(.down), dtype: expertDType, shape: [n, inter, dim], expertLayer: slot, projection: .down, hfKey: nil))
+            out.append(GlobalTensor(name: slot.groupedName(.up), dtype: expertDType, shape: [n, dim, inter],
+                                    expert: ExpertSlot(layer: slot, projection: .up), hfKey: nil))
+            out.append(GlobalTensor(name: slot.groupedName(.down), dtype: expertDType, shape: [n, inter, dim],
+                                    expert: ExpertSlot(layer: slot, projection: .down), hfKey: nil))
         }
         return out.sorted { $0.name < $1.name }
     }
@@ -176,7 +167,7 @@ struct LoadPlanner {
         let renamed = Dictionary(layout.renamed.map { ($0.name, $0.source) }, uniquingKeysWith: { a, _ in a })
         for g in globals {
             let out = plan.outputs.count
-            if let slot = g.expertLayer, let projection = g.projection {
+            if let slot = g.expert?.layer, let projection = g.expert?.projection {
                 guard !range.isEmpty else { continue }
                 var shape = g.shape
                 shape[0] = range.count

@@ -11,23 +11,27 @@ public struct Manifest: Sendable {
         public let experts: ExpertRange
     }
 
-    /// One internal tensor in the global view.
+    /// One internal tensor in the global view (what `from_hf` produces, what the manifest lists).
     public struct TensorEntry: Sendable, Equatable {
         public let name: String
         public let dtype: DType
         /// Global shape; dim 0 spans all experts when `expertSharded`.
         public let shape: [Int]
-        public let expertSharded: Bool
+        /// For a grouped expert tensor, its MoE layer and projection.
+        public let expert: ExpertSlot?
         /// The HF key a renamed tensor came from (restored on export).
         public let hfKey: String?
         /// For a non-expert tensor, the one rank whose file holds it; nil for expert-sharded ones.
         public var holder: Int?
 
-        public init(name: String, dtype: DType, shape: [Int], expertSharded: Bool, hfKey: String?, holder: Int? = nil) {
+        /// Whether dim 0 is the expert axis (split over the ranks).
+        public var expertSharded: Bool { expert != nil }
+
+        public init(name: String, dtype: DType, shape: [Int], expert: ExpertSlot?, hfKey: String?, holder: Int? = nil) {
             self.name = name
             self.dtype = dtype
             self.shape = shape
-            self.expertSharded = expertSharded
+            self.expert = expert
             self.hfKey = hfKey
             self.holder = holder
         }
@@ -199,7 +203,12 @@ public struct Manifest: Sendable {
             } else if t["holder"] != nil {
                 throw bad("tensor \(name): an expert-sharded tensor has no holder")
             }
-            return TensorEntry(name: name, dtype: dt, shape: dims, expertSharded: sharded, hfKey: t["hf_key"]?.stringValue, holder: holder)
+            var expert: ExpertSlot?
+            if sharded {
+                guard let slot = ExpertSlot(groupedName: name) else { throw bad("tensor \(name) is expert_sharded but not a grouped expert tensor name") }
+                expert = slot
+            }
+            return TensorEntry(name: name, dtype: dt, shape: dims, expert: expert, hfKey: t["hf_key"]?.stringValue, holder: holder)
         }
         var names = Set<String>(), keys = Set<String>()
         for t in tensors {

@@ -42,6 +42,39 @@ public enum DropReason: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// A grouped expert tensor's place: its MoE layer and which projection it holds.
+public struct ExpertSlot: Sendable, Hashable {
+    public let layer: ExpertLayer
+    public let projection: Projection
+
+    public init(layer: ExpertLayer, projection: Projection) {
+        self.layer = layer
+        self.projection = projection
+    }
+
+    /// The slot of an internal grouped name (`[mtp.][model.]layers.L.mixer.experts.gate_and_up_projs`
+    /// or `...down_projs`); nil for any other name.
+    public init?(groupedName name: String) {
+        let projection: Projection
+        let stem: Substring
+        if name.hasSuffix(".mixer.experts.gate_and_up_projs") {
+            projection = .up
+            stem = name.dropLast(".mixer.experts.gate_and_up_projs".count)
+        } else if name.hasSuffix(".mixer.experts.down_projs") {
+            projection = .down
+            stem = name.dropLast(".mixer.experts.down_projs".count)
+        } else { return nil }
+        guard let at = stem.range(of: "layers.", options: .backwards) else { return nil }
+        let digits = stem[at.upperBound...]
+        guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }), digits.count < 10,
+              digits.count == 1 || digits.first != "0", let layer = Int(digits) else { return nil }
+        let prefix = String(stem[..<at.lowerBound])
+        let slot = ExpertLayer(namespace: prefix.hasPrefix("mtp.") ? .mtp : .backbone, prefix: prefix, layer: layer)
+        guard slot.groupedName(projection) == name else { return nil }
+        self.init(layer: slot, projection: projection)
+    }
+}
+
 /// What `from_hf` does with one Hugging Face key.
 public enum HFKeyRole: Sendable, Equatable {
     /// Dropped, with the reason.
