@@ -18,7 +18,7 @@ public enum BandwidthProbe {
         var times: [Double] = []
         let payload = TensorStorage(count: max(bytes, 1))
         for _ in 0..<max(rounds, 1) {
-            try world.barrier()
+            try world.quietBarrier()  // idle ranks sleep: on few cores a spinning rank steals the link's CPU
             let t0 = monotonicSeconds()
             if world.rank == 0, last > 0 {
                 try world.send(UnsafeRawBufferPointer(rebasing: payload.bytes[0..<bytes]), to: last, tag: tag)

@@ -11,6 +11,8 @@ struct HFExport {
     let gather: Bool
 
     static let shardTag = 11
+    /// The writer's "your turn" to one sender.
+    static let turnTag = 14
 
     /// One line of the index's weight map, with the tensor's size.
     struct WeightEntry: Codable {
@@ -81,7 +83,9 @@ struct HFExport {
 
     /// The first `ep` rank writes everything; the others build one shard image at a time in memory
     /// and send it (or a one-byte failure marker, so the writer never waits for a shard that will
-    /// not come).
+    /// not come). Senders take turns: each builds its first image, then sleeps until the writer
+    /// says it is its turn, so no rank spins in a blocked send while the writer works (with more
+    /// ranks than cores, spinning senders starved the writer).
     private func writeGathered(_ s: Share, staged: StagedOutput, stats: inout RankStats,
                                execute: (TransferPlan, TensorSink) throws -> ExecutionStats) throws -> (ExecutionStats, [SafetensorsWriter]) {
         let ep = mesh.expertGroup
@@ -92,7 +96,21 @@ struct HFExport {
         }
         var failure: Error?
         if ep.rank != 0 {
+            var first: ImageSink?
+            if !s.groups.isEmpty {
+                do {
+                    let sink = ImageSink(specs: s.shardPlan(0).outputs, metadata: HFExport.shardMetadata)
+                    add(try execute(s.shardPlan(0), sink))
+                    first = sink
+                } catch { failure = error }
+                _ = try ep.receiveQuietly(from: 0, tag: HFExport.turnTag)
+            }
             for k in s.groups.indices {
+                if k == 0, failure == nil, let sink = first {
+                    try ep.send(UnsafeRawBufferPointer(sink.image.bytes), to: 0, tag: HFExport.shardTag)
+                    first = nil
+                    continue
+                }
                 if failure == nil {
                     do {
                         let sink = ImageSink(specs: s.shardPlan(k).outputs, metadata: HFExport.shardMetadata)
@@ -118,6 +136,7 @@ struct HFExport {
         }
         for r in 1..<max(ep.size, 1) {
             let rFirst = s.counts.prefix(r).reduce(0, +)
+            if s.counts[r] > 0 { try [UInt8(1)].withUnsafeBytes { try ep.send($0, to: r, tag: HFExport.turnTag) } }
             for k in 0..<s.counts[r] {
                 let image = try ep.receive(from: r, tag: HFExport.shardTag)
                 guard failure == nil, image.count > 1 else { continue }  // a failed sender reports its own error

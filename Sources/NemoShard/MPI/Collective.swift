@@ -12,6 +12,8 @@ public protocol Collective: AnyObject {
     func allgatherBytes(_ bytes: [UInt8]) throws -> [[UInt8]]
     func send(_ bytes: UnsafeRawBufferPointer, to dest: Int, tag: Int) throws
     func receive(from source: Int, tag: Int) throws -> [UInt8]
+    /// `receive`, sleeping rather than spinning while nothing has arrived.
+    func receiveQuietly(from source: Int, tag: Int) throws -> [UInt8]
     func split(color: Int, key: Int) throws -> Collective
     /// The ranks on this rank's node (its rank 0 leads the node).
     func nodeGroup() throws -> Collective
@@ -37,6 +39,7 @@ public final class SoloCollective: Collective {
         throw UsageError("send in a world of one")
     }
     public func receive(from source: Int, tag: Int) throws -> [UInt8] { throw UsageError("receive in a world of one") }
+    public func receiveQuietly(from source: Int, tag: Int) throws -> [UInt8] { try receive(from: source, tag: tag) }
     public func split(color: Int, key: Int) throws -> Collective { self }
     public func nodeGroup() throws -> Collective { self }
 }

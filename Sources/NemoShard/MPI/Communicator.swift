@@ -63,6 +63,19 @@ public final class Communicator: @unchecked Sendable {
         }
     }
 
+    /// Receives a byte string sent with `send`, sleeping (not spinning) until one has arrived: for
+    /// a rank that may wait long while others work on the same cores.
+    public func receiveQuietly(from source: Int, tag: Int) throws -> [UInt8] {
+        var flag: Int32 = 0
+        var pause = timespec(tv_sec: 0, tv_nsec: 50_000)
+        while true {
+            try MPIError.check(MPI_Iprobe(Int32(source), Int32(tag), handle, &flag, cmpi_status_ignore()), "MPI_Iprobe")
+            if flag != 0 { return try receive(from: source, tag: tag) }
+            nanosleep(&pause, nil)
+            if pause.tv_nsec < 1_000_000 { pause.tv_nsec *= 2 }
+        }
+    }
+
     /// Sends `bytes` from `root` to every rank; returns them everywhere.
     public func broadcast(_ bytes: [UInt8], root: Int = 0) throws -> [UInt8] {
         var count = [Int64(bytes.count)]
