@@ -107,7 +107,7 @@ struct HFExport {
             }
             for k in s.groups.indices {
                 if k == 0, failure == nil, let sink = first {
-                    try ep.send(UnsafeRawBufferPointer(sink.image.bytes), to: 0, tag: HFExport.shardTag)
+                    try ep.sendStream(UnsafeRawBufferPointer(sink.image.bytes), to: 0, tag: HFExport.shardTag)
                     first = nil
                     continue
                 }
@@ -115,11 +115,11 @@ struct HFExport {
                     do {
                         let sink = ImageSink(specs: s.shardPlan(k).outputs, metadata: HFExport.shardMetadata)
                         add(try execute(s.shardPlan(k), sink))
-                        try ep.send(UnsafeRawBufferPointer(sink.image.bytes), to: 0, tag: HFExport.shardTag)
+                        try ep.sendStream(UnsafeRawBufferPointer(sink.image.bytes), to: 0, tag: HFExport.shardTag)
                         continue
                     } catch { failure = error }
                 }
-                try [UInt8(1)].withUnsafeBytes { try ep.send($0, to: 0, tag: HFExport.shardTag) }
+                try [UInt8(1)].withUnsafeBytes { try ep.sendStream($0, to: 0, tag: HFExport.shardTag) }
             }
             if let failure { throw failure }
             return (sum, [])
@@ -138,13 +138,26 @@ struct HFExport {
             let rFirst = s.counts.prefix(r).reduce(0, +)
             if s.counts[r] > 0 { try [UInt8(1)].withUnsafeBytes { try ep.send($0, to: r, tag: HFExport.turnTag) } }
             for k in 0..<s.counts[r] {
-                let image = try ep.receive(from: r, tag: HFExport.shardTag)
-                guard failure == nil, image.count > 1 else { continue }  // a failed sender reports its own error
+                // Each piece is written as it arrives: no whole image in memory, the next piece
+                // arrives while the page cache takes the last.
+                let path = staged.stagingPath(s.shardName(rFirst + k))
+                var file: SystemFile?
                 do {
-                    try writeFileAtomically(staged.stagingPath(s.shardName(rFirst + k)), image)
-                    stats.bytesWritten += image.count
-                    stats.files += 1
-                } catch { failure = error }
+                    let total = try ep.receiveStream(from: r, tag: HFExport.shardTag) { total, piece, offset in
+                        guard failure == nil, total > 1 else { return }  // a failed sender reports its own error
+                        if file == nil { file = try SystemFile(creatingAt: temporaryName(for: path)) }
+                        try file?.write(piece, at: offset)
+                    }
+                    if let f = file {
+                        try f.sync()
+                        try renameFile(f.path, path)
+                        stats.bytesWritten += total
+                        stats.files += 1
+                    }
+                } catch {
+                    if let f = file { FS.removeFile(f.path) }
+                    failure = failure ?? error
+                }
             }
         }
         stats.files += writers.count

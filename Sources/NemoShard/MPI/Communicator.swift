@@ -63,6 +63,47 @@ public final class Communicator: @unchecked Sendable {
         }
     }
 
+    /// Largest piece of a stream (`sendStream`/`receiveStream`): the receiver needs no more memory.
+    static var streamUnit: Int { min(8 << 20, MPIRuntime.maxChunk) }
+
+    /// Sends `bytes` as a stream: the length, then pieces of at most `streamUnit` bytes.
+    public func sendStream(_ bytes: UnsafeRawBufferPointer, to dest: Int, tag: Int) throws {
+        var count = Int64(bytes.count)
+        try MPIError.check(MPI_Send(&count, 1, cmpi_int64(), Int32(dest), Int32(tag), handle), "MPI_Send")
+        var offset = 0
+        while offset < bytes.count {
+            let n = min(Communicator.streamUnit, bytes.count - offset)
+            try MPIError.check(MPI_Send(bytes.baseAddress! + offset, Int32(n), cmpi_byte(), Int32(dest), Int32(tag), handle), "MPI_Send")
+            offset += n
+        }
+    }
+
+    /// Receives a stream sent with `sendStream` piece by piece into one reused buffer, handing each
+    /// piece to `body(total, piece, offset)`. If `body` throws, the rest is still received (so the
+    /// sender is never left waiting) and the first error is rethrown. Returns the total length.
+    @discardableResult
+    public func receiveStream(from source: Int, tag: Int, _ body: (Int, UnsafeRawBufferPointer, Int) throws -> Void) throws -> Int {
+        var count: Int64 = 0
+        try MPIError.check(MPI_Recv(&count, 1, cmpi_int64(), Int32(source), Int32(tag), handle, cmpi_status_ignore()), "MPI_Recv")
+        guard count >= 0 else { throw MPIError(call: "MPI_Recv (negative length)", code: -1) }
+        let total = Int(count)
+        var buffer = [UInt8](repeating: 0, count: min(Communicator.streamUnit, max(total, 1)))
+        var failure: Error?
+        var offset = 0
+        while offset < total {
+            let n = min(buffer.count, total - offset)
+            try buffer.withUnsafeMutableBytes { b in
+                try MPIError.check(MPI_Recv(b.baseAddress, Int32(n), cmpi_byte(), Int32(source), Int32(tag), handle, cmpi_status_ignore()), "MPI_Recv")
+                if failure == nil {
+                    do { try body(total, UnsafeRawBufferPointer(rebasing: b[0..<n]), offset) } catch { failure = error }
+                }
+            }
+            offset += n
+        }
+        if let failure { throw failure }
+        return total
+    }
+
     /// Receives a byte string sent with `send`, sleeping (not spinning) until one has arrived: for
     /// a rank that may wait long while others work on the same cores.
     public func receiveQuietly(from source: Int, tag: Int) throws -> [UInt8] {
