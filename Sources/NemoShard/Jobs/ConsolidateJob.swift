@@ -81,7 +81,7 @@ public enum ConsolidateJob {
             try writeFileAtomically(staged.stagingPath(HFCheckpoint.indexName), Array(index.serialized(indent: 2).utf8))
         })
         let t2 = monotonicSeconds()
-        stats.peakRSS = peakRSSBytes()
+        stats.peakRSS = ProcessFacts.peakResidentBytes()
         var report = JobReport(command: "consolidate", mesh: nil, worldSize: world.size)
         report.outputPath = o.output
         report.phases = [("plan", t1 - t0), ("read+assemble+write+commit", t2 - t1)]

@@ -204,7 +204,7 @@ extension HFExport {
         let t2 = monotonicSeconds()
         stats.bytesRead = exec.bytesRead
         stats.bytesProduced = exec.bytesProduced
-        stats.peakRSS = peakRSSBytes()
+        stats.peakRSS = ProcessFacts.peakResidentBytes()
         var report = JobReport(command: "save-hf", mesh: manifest.mesh, worldSize: world.size)
         report.outputPath = output
         report.phases = [("plan", t1 - t0), ("read+split+write+commit", t2 - t1)]

@@ -85,7 +85,7 @@ public enum LoadJob {
             let t2 = monotonicSeconds()
             stats.bytesRead = exec.bytesRead
             stats.bytesProduced = exec.bytesProduced
-            stats.peakRSS = peakRSSBytes()
+            stats.peakRSS = ProcessFacts.peakResidentBytes()
             report.phases = [("plan", t1 - t0), ("read+merge", t2 - t1)]
             report.ranks = try RankStats.gather(stats, over: world)
             return Result(mesh: mesh, experts: range, tensors: sink.namedTensors, manifest: manifest, report: report)

@@ -30,7 +30,7 @@ enum RankFileWriter {
         stats.bytesProduced = exec.bytesProduced
         stats.bytesWritten = bytesWritten
         stats.files = 1
-        stats.peakRSS = peakRSSBytes()
+        stats.peakRSS = ProcessFacts.peakResidentBytes()
         return Outcome(execution: exec, writtenAt: writtenAt)
     }
 }

@@ -1,19 +1,34 @@
+/// Where and how a Hugging Face export is written; shared by `save-hf` and `to-hf`.
+public struct HFExportOptions {
+    public var output: String
+    /// Only the first `ep` rank writes; the others stream their shards to it.
+    public var gather = false
+    /// Hugging Face's default of 5GB.
+    public var maxShardBytes = 5_000_000_000
+    /// Drop HF keys this regular expression matches at their start.
+    public var exclude: String?
+    public var force = false
+    public var threads = 1
+    public init(output: String) { self.output = output }
+}
+
 /// Per-rank checkpoint -> Hugging Face checkpoint (`to_hf`), written by every rank in parallel
 /// (shared filesystem) or, with `gather`, streamed to rank 0 one shard at a time.
 public enum SaveHFJob {
+    /// The per-rank checkpoint to read, and the export's options (reachable as `o.gather`, ...).
+    @dynamicMemberLookup
     public struct Options {
         public var source: String
-        public var output: String
-        public var gather = false
-        /// Hugging Face's default of 5GB.
-        public var maxShardBytes = 5_000_000_000
-        public var exclude: String?
-        public var force = false
-        public var threads = 1
+        public var export: HFExportOptions
         public var chunkBytes = PlanExecutor.defaultChunkBytes
         public init(source: String, output: String) {
             self.source = source
-            self.output = output
+            export = HFExportOptions(output: output)
+        }
+
+        public subscript<T>(dynamicMember path: WritableKeyPath<HFExportOptions, T>) -> T {
+            get { export[keyPath: path] }
+            set { export[keyPath: path] = newValue }
         }
     }
 
@@ -46,15 +61,7 @@ public enum SaveHFJob {
 /// Hugging Face checkpoint without a per-rank checkpoint in between (`to_hf` of each rank's state
 /// dict: experts transposed back under their global ids, non-expert tensors written once).
 public enum ToHFJob {
-    public struct Options {
-        public var output: String
-        public var gather = false
-        public var maxShardBytes = 5_000_000_000
-        public var exclude: String?
-        public var force = false
-        public var threads = 1
-        public init(output: String) { self.output = output }
-    }
+    public typealias Options = HFExportOptions
 
     /// Collective over `loaded.mesh`.
     public static func run(_ loaded: LoadJob.Result, _ o: Options) throws -> JobReport {

@@ -159,7 +159,7 @@ public enum VerifyJob {
              try checksum(vb, world: world, chunkBytes: o.chunkBytes, stats: &stats))
         }
         let t2 = monotonicSeconds()
-        stats.peakRSS = peakRSSBytes()
+        stats.peakRSS = ProcessFacts.peakResidentBytes()
         var report = JobReport(command: "verify", mesh: nil, worldSize: world.size)
         report.phases = [("plan", t1 - t0), ("read+checksum", t2 - t1)]
         report.ranks = try RankStats.gather(stats, over: world)

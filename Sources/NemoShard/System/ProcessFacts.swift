@@ -39,5 +39,3 @@ public func monotonicSeconds() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
-/// Peak resident set size of this process in bytes.
-func peakRSSBytes() -> Int { ProcessFacts.peakResidentBytes() }
