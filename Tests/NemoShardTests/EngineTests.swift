@@ -66,4 +66,42 @@ final class EngineTests: XCTestCase {
         try changed.withUnsafeBytes { try other.write(output: 0, offset: 0, $0) }
         XCTAssertEqual(zip(inOrder.checksums(0), other.checksums(0)).map { $0 == $1 }, [true, true, false, true], "only slice 2 differs")
     }
+
+    func testImageWindowsProduceTheFileInOrderWithBoundedWindows() throws {
+        let rows = 4, cols = 6  // a 48-byte transpose
+        let source = Tensor(dtype: .bf16, shape: [100])
+        for i in 0..<source.byteCount { source.storage.bytes[i] = UInt8(truncatingIfNeeded: i * 13 + 5) }
+        let outputs = [spec("a", 70), TensorSpec(name: "t", dtype: .bf16, shape: [cols, rows]), spec("b", 33)]
+        let plan = TransferPlan(files: ["mem"], outputs: outputs, pieces: [
+            copy(file: 0, offset: 0, count: 40, output: 0),
+            copy(file: 0, offset: 100, count: 30, output: 0, dest: 40),
+            Piece(source: SourceRange(file: 0, offset: 60, count: 48), transform: .transpose(rows: rows, cols: cols, from: .bf16, to: .bf16),
+                  output: 1, destOffset: 0),
+            copy(file: 0, offset: 150, count: 33, output: 2),
+        ])
+        let image = try ImageWindows(plan: plan, metadata: [("format", "pt")], windowBytes: 16)
+        let ranges = image.windows.map(\.range)
+        XCTAssertEqual(ranges.first?.lowerBound, image.header.count)
+        XCTAssertEqual(ranges.last?.upperBound, image.fileSize)
+        XCTAssertTrue(zip(ranges, ranges.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound }, "contiguous: \(ranges)")
+        XCTAssertEqual(ranges.map(\.count).max(), 48, "copies are cut to the window; the transpose stays whole")
+        // Executing window by window gives the bytes a file writer gives.
+        var streamed = image.header
+        for w in image.windows {
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: w.range.count, alignment: 8)
+            defer { buffer.deallocate() }
+            _ = try PlanExecutor().run(w.plan, from: [source], into: WindowSink(buffer: buffer, window: w.range, offsets: image.offsets))
+            streamed += Array(buffer)
+        }
+        let path = temporaryDirectory(self) + "/direct.safetensors"
+        let writer = try SafetensorsWriter(path: path, specs: outputs, metadata: [("format", "pt")])
+        _ = try PlanExecutor().run(plan, from: [source], into: FileSink(writer: writer))
+        try writer.finish()
+        try writer.commit()
+        XCTAssertEqual(streamed, try readWholeFile(path, limit: 1 << 20))
+        // A plan that leaves a gap cannot be streamed.
+        var gap = plan
+        gap.pieces.remove(at: 1)
+        XCTAssertThrowsError(try ImageWindows(plan: gap, metadata: [], windowBytes: 16)) { XCTAssertTrue($0 is InternalError, "\($0)") }
+    }
 }

@@ -47,25 +47,49 @@ final class ExportIntegrationTests: XCTestCase {
         XCTAssertEqual(written, Int64(try readHF(hf).values.reduce(0) { $0 + $1.2.count }), "every byte written exactly once")
     }
 
-    func testGatherLeavesOutputToRankZero() throws {
+    func testGatherStreamsFromRanksThatCannotWriteTheOutput() throws {
         // Ranks 1...3 see the output's parent read-only (a private mount namespace): any file they
-        // created there would fail the job.
+        // created there would fail the job, so they must stream their shards to rank 0.
         let hf = try synthCLI(["--experts", "10"])
         let dir = temporaryDirectory(self)
         try ok(["load", hf, "--out", dir + "/sharded"], ranks: 4)
         let parent = dir + "/exports"
         try FS.makeDirectories(parent)
-        let args = ["save-hf", dir + "/sharded", parent + "/out", "--gather"]
-        let shell = "mount --bind -o ro '\(parent)' '\(parent)' && exec '\(CLI.binary)' " + args.map { "'\($0)'" }.joined(separator: " ")
-        let p = try CLI.run(args, ranks: 1, mpmd: [":", "-n", "3", "unshare", "--mount", "sh", "-c", shell])
-        XCTAssertEqual(p.code, 0, p.stderr)
-        try assertSameHF(hf, parent + "/out")
+        func readOnlyPeers(_ args: [String], env: [String: String] = [:]) throws -> CLI.Output {
+            let shell = "mount --bind -o ro '\(parent)' '\(parent)' && exec '\(CLI.binary)' " + args.map { "'\($0)'" }.joined(separator: " ")
+            return try CLI.run(args, ranks: 1, env: env, mpmd: [":", "-n", "3", "unshare", "--mount", "sh", "-c", shell])
+        }
+        // Several shards per rank, in windows of 8 MiB and, with 13-byte MPI pieces, of 13 bytes.
+        for (name, env) in [("out", [String: String]()), ("tiny", ["NEMOSHARD_MPI_CHUNK": "13"])] {
+            let p = try readOnlyPeers(["save-hf", dir + "/sharded", parent + "/" + name, "--gather", "--max-shard-size", "30kB", "--json"], env: env)
+            XCTAssertEqual(p.code, 0, p.stderr)
+            try assertSameHF(hf, parent + "/" + name)
+            let files = try XCTUnwrap(p.json?["ranks"]?.arrayValue).map { $0["files"]?.intValue ?? -1 }
+            XCTAssertEqual(files[1...], [0, 0, 0], "ranks that cannot write send everything")
+            XCTAssertEqual(files[0], Int64(try FS.list(parent + "/" + name).filter { $0.hasSuffix(".safetensors") }.count))
+        }
+        // A sender failing in the middle of a stream: one error line from that rank, no hang, nothing committed.
+        let failed = try readOnlyPeers(["save-hf", dir + "/sharded", parent + "/failed", "--gather", "--max-shard-size", "30kB"],
+                                       env: ["NEMOSHARD_FAILPOINT": "streamed:2:error"])
+        XCTAssertEqual(failed.code, 1, failed.stderr)
+        XCTAssertEqual(failed.errorLines.count, 1, failed.stderr)
+        XCTAssertTrue(failed.errorLines.first?.contains("rank 2") ?? false, failed.stderr)
+        XCTAssertTrue(failed.errorLines.first?.contains("injected failure at failpoint streamed") ?? false, failed.stderr)
+        XCTAssertEqual(try FS.list(parent).sorted(), ["out", "tiny"], "no staging, lock or output left")
         // Control: without --gather the same setup fails, so the read-only mount really binds ranks 1...3.
-        let parallel = ["save-hf", dir + "/sharded", parent + "/out2"]
-        let shell2 = "mount --bind -o ro '\(parent)' '\(parent)' && exec '\(CLI.binary)' " + parallel.map { "'\($0)'" }.joined(separator: " ")
-        let q = try CLI.run(parallel, ranks: 1, mpmd: [":", "-n", "3", "unshare", "--mount", "sh", "-c", shell2])
+        let q = try readOnlyPeers(["save-hf", dir + "/sharded", parent + "/out2"])
         XCTAssertNotEqual(q.code, 0)
         XCTAssertFalse(FS.exists(parent + "/out2"))
+    }
+
+    func testGatherOnOneNodeLetsEveryRankWriteItsOwnShards() throws {
+        let hf = try synthCLI(["--experts", "10"])
+        let dir = temporaryDirectory(self)
+        try ok(["load", hf, "--out", dir + "/sharded"], ranks: 4)
+        let r = try ok(["save-hf", dir + "/sharded", dir + "/out", "--gather", "--max-shard-size", "30kB", "--json"], ranks: 4)
+        let files = try XCTUnwrap(r.json?["ranks"]?.arrayValue).map { $0["files"]?.intValue ?? -1 }
+        XCTAssertTrue(files.allSatisfy { $0 > 0 }, "\(files): every rank sees rank 0's staging directory and writes")
+        try assertSameHF(hf, dir + "/out")
     }
 
     func testSaveHFWorldSizeMustMatch() throws {

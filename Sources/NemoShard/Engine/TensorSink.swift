@@ -97,26 +97,3 @@ final class FileSink: TensorSink, @unchecked Sendable {
         return try writers[m.writer].copy(tensor: m.tensor, offset: destOffset, from: file, at: offset, count: count)
     }
 }
-
-/// Builds a whole safetensors file image in memory (header + data), e.g. to send it to another rank.
-final class ImageSink: TensorSink, @unchecked Sendable {
-    let image: TensorStorage
-    let offsets: [Int]
-
-    init(specs: [TensorSpec], metadata: [(String, String)] = []) {
-        let (header, offsets, size) = SafetensorsWriter.layout(specs, metadata: metadata)
-        let storage = TensorStorage(count: size)
-        header.withUnsafeBytes { storage.bytes.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: header.count) }
-        image = storage
-        self.offsets = offsets
-    }
-
-    func directPointer(output: Int, offset: Int, count: Int) -> UnsafeMutableRawPointer? {
-        image.bytes.baseAddress! + offsets[output] + offset
-    }
-
-    func write(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
-        guard bytes.count > 0 else { return }
-        (image.bytes.baseAddress! + offsets[output] + offset).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
-    }
-}

@@ -1,17 +1,36 @@
 /// Fault injection for the fault tests: `NEMOSHARD_FAILPOINT=NAME:RANK[:ACTION]` makes that rank,
-/// on reaching the point NAME, SIGKILL itself (`kill`, the default: as if the node died there) or
-/// wait there until a signal ends it (`hang`: for interrupt tests). Unset, it costs one getenv.
+/// on reaching the point NAME, SIGKILL itself (`kill`, the default: as if the node died there),
+/// wait there until a signal ends it (`hang`: for interrupt tests), or, at points that can fail,
+/// throw (`error`: as if a read failed there). Unset, it costs one getenv.
 enum Failpoint {
-    static let spec: (name: String, rank: Int, hang: Bool)? = {
+    enum Action: String { case kill, hang, error }
+
+    static let spec: (name: String, rank: Int, action: Action)? = {
         guard let raw = ProcessFacts.environment("NEMOSHARD_FAILPOINT") else { return nil }
         let parts = raw.split(separator: ":")
         guard parts.count == 2 || parts.count == 3, let rank = Int(parts[1]) else { return nil }
-        return (String(parts[0]), rank, parts.count == 3 && parts[2] == "hang")
+        guard let action = parts.count == 3 ? Action(rawValue: String(parts[2])) : .kill else { return nil }
+        return (String(parts[0]), rank, action)
     }()
 
     static func hit(_ name: String, rank: Int) {
         guard let spec, spec.name == name, spec.rank == rank else { return }
-        if spec.hang { ProcessFacts.waitForever() }
-        ProcessFacts.killSelf()
+        switch spec.action {
+        case .hang: ProcessFacts.waitForever()
+        case .kill, .error: ProcessFacts.killSelf()
+        }
+    }
+
+    /// A point that can fail: `error` throws here; the other actions are as in `hit`.
+    static func check(_ name: String, rank: Int) throws {
+        guard let spec, spec.name == name, spec.rank == rank else { return }
+        if spec.action == .error { throw Injected(point: name) }
+        hit(name, rank: rank)
+    }
+
+    /// The error an `error` failpoint throws.
+    struct Injected: Error, CustomStringConvertible {
+        let point: String
+        var description: String { "injected failure at failpoint \(point)" }
     }
 }

@@ -11,8 +11,6 @@ struct HFExport {
     let gather: Bool
 
     static let shardTag = 11
-    /// The writer's "your turn" to one sender.
-    static let turnTag = 14
 
     /// One line of the index's weight map, with the tensor's size.
     struct WeightEntry: Codable {
@@ -81,88 +79,92 @@ struct HFExport {
         return (e, writers)
     }
 
-    /// The first `ep` rank writes everything; the others build one shard image at a time in memory
-    /// and send it (or a one-byte failure marker, so the writer never waits for a shard that will
-    /// not come). Senders take turns: each builds its first image, then sleeps until the writer
-    /// says it is its turn, so no rank spins in a blocked send while the writer works (with more
-    /// ranks than cores, spinning senders starved the writer).
+    /// Only ranks that can write into rank 0's staging directory write (`StagedOutput.canWrite`:
+    /// rank 0's node, or all ranks on a shared filesystem). Each writer writes its own shards,
+    /// then receives the shards of the senders assigned to it (round robin, in `ep` rank order)
+    /// and writes each piece as it arrives. A sender streams its shards in file order, window by
+    /// window (`ImageWindows`), holding two windows at a time, never a whole shard.
     private func writeGathered(_ s: Share, staged: StagedOutput, stats: inout RankStats,
                                execute: (TransferPlan, TensorSink) throws -> ExecutionStats) throws -> (ExecutionStats, [SafetensorsWriter]) {
         let ep = mesh.expertGroup
-        var sum = ExecutionStats()
-        func add(_ e: ExecutionStats) {
-            sum.bytesRead += e.bytesRead
-            sum.bytesProduced += e.bytesProduced
+        let canWrite = try ep.allgather([staged.canWrite ? 1 : 0]).map { $0 != 0 }
+        let writers = canWrite.indices.filter { canWrite[$0] }
+        let senders = canWrite.indices.filter { !canWrite[$0] }
+        let writerOf = Dictionary(uniqueKeysWithValues: senders.enumerated().map { i, r in (r, writers.isEmpty ? -1 : writers[i % writers.count]) })
+        if let r = senders.first(where: { s.counts[$0] > 0 }), writers.isEmpty {
+            throw UsageError("no rank of the ep group can write into \(staged.staging); rank \(r) has shards to write")
+        }
+        if let writer = writerOf[ep.rank] {
+            return (try sendShards(s, to: writer, execute: execute), [])
         }
         var failure: Error?
-        if ep.rank != 0 {
-            var first: ImageSink?
-            if !s.groups.isEmpty {
+        var result = (ExecutionStats(), [SafetensorsWriter]())
+        do { result = try writeParallel(s, staged: staged, stats: &stats, execute: execute) } catch { failure = error }
+        for r in senders where writerOf[r] == ep.rank {
+            let rFirst = s.counts.prefix(r).reduce(0, +)
+            for k in 0..<s.counts[r] {
                 do {
-                    let sink = ImageSink(specs: s.shardPlan(0).outputs, metadata: HFExport.shardMetadata)
-                    add(try execute(s.shardPlan(0), sink))
-                    first = sink
-                } catch { failure = error }
-                _ = try ep.receiveQuietly(from: 0, tag: HFExport.turnTag)
+                    try receiveShard(from: r, path: staged.stagingPath(s.shardName(rFirst + k)), failed: failure != nil, stats: &stats)
+                } catch { failure = failure ?? error }
             }
-            for k in s.groups.indices {
-                if k == 0, failure == nil, let sink = first {
-                    try ep.sendStream(UnsafeRawBufferPointer(sink.image.bytes), to: 0, tag: HFExport.shardTag)
-                    first = nil
-                    continue
-                }
-                if failure == nil {
-                    do {
-                        let sink = ImageSink(specs: s.shardPlan(k).outputs, metadata: HFExport.shardMetadata)
-                        add(try execute(s.shardPlan(k), sink))
-                        try ep.sendStream(UnsafeRawBufferPointer(sink.image.bytes), to: 0, tag: HFExport.shardTag)
-                        continue
-                    } catch { failure = error }
-                }
-                try [UInt8(1)].withUnsafeBytes { try ep.sendStream($0, to: 0, tag: HFExport.shardTag) }
-            }
-            if let failure { throw failure }
-            return (sum, [])
         }
-        var writers: [SafetensorsWriter] = []
+        if let failure { throw failure }
+        return result
+    }
+
+    /// Streams each of this rank's shards to `writer`. After a failure, each remaining shard is
+    /// announced and abandoned at once, so the writer never waits for bytes that will not come.
+    private func sendShards(_ s: Share, to writer: Int,
+                            execute: (TransferPlan, TensorSink) throws -> ExecutionStats) throws -> ExecutionStats {
+        let ep = mesh.expertGroup
+        var sum = ExecutionStats()
+        var failure: Error?
         for k in s.groups.indices {
+            var image: ImageWindows?
+            if failure == nil {
+                do {
+                    image = try ImageWindows(plan: s.shardPlan(k), metadata: HFExport.shardMetadata, windowBytes: Communicator.streamUnit)
+                } catch { failure = error }
+            }
             do {
-                let p = s.shardPlan(k)
-                let w = try SafetensorsWriter(path: staged.stagingPath(s.shardName(k)), specs: p.outputs, metadata: HFExport.shardMetadata)
-                add(try execute(p, FileSink(writer: w)))
-                writers.append(w)
-                stats.bytesWritten += w.fileSize
+                try ep.sendStream(count: image?.fileSize ?? 1, to: writer, tag: HFExport.shardTag) { stream in
+                    guard let image else { throw failure ?? InternalError("shard \(k) has no layout") }
+                    try stream.emit(count: image.header.count) { buffer in image.header.withUnsafeBytes { buffer.copyMemory(from: $0) } }
+                    for w in image.windows {
+                        try stream.emit(count: w.range.count) { buffer in
+                            sum.bytesRead += try execute(w.plan, WindowSink(buffer: buffer, window: w.range, offsets: image.offsets)).bytesRead
+                        }
+                        try Failpoint.check("streamed", rank: mesh.world.rank)
+                    }
+                }
+                sum.bytesProduced += (image?.fileSize ?? 0) - (image?.header.count ?? 0)
             } catch { failure = failure ?? error }
         }
-        for r in 1..<max(ep.size, 1) {
-            let rFirst = s.counts.prefix(r).reduce(0, +)
-            if s.counts[r] > 0 { try [UInt8(1)].withUnsafeBytes { try ep.send($0, to: r, tag: HFExport.turnTag) } }
-            for k in 0..<s.counts[r] {
-                // Each piece is written as it arrives: no whole image in memory, the next piece
-                // arrives while the page cache takes the last.
-                let path = staged.stagingPath(s.shardName(rFirst + k))
-                var file: SystemFile?
-                do {
-                    let total = try ep.receiveStream(from: r, tag: HFExport.shardTag) { total, piece, offset in
-                        guard failure == nil, total > 1 else { return }  // a failed sender reports its own error
-                        if file == nil { file = try SystemFile(creatingAt: temporaryName(for: path)) }
-                        try file?.write(piece, at: offset)
-                    }
-                    if let f = file {
-                        try f.sync()
-                        try renameFile(f.path, path)
-                        stats.bytesWritten += total
-                        stats.files += 1
-                    }
-                } catch {
-                    if let f = file { FS.removeFile(f.path) }
-                    failure = failure ?? error
-                }
-            }
-        }
-        stats.files += writers.count
         if let failure { throw failure }
-        return (sum, writers)
+        return sum
+    }
+
+    /// Receives one streamed shard into `path` (a temporary name, then renamed), each piece written
+    /// as it arrives. With `failed`, the stream is only drained.
+    private func receiveShard(from r: Int, path: String, failed: Bool, stats: inout RankStats) throws {
+        var file: SystemFile?
+        do {
+            let total = try mesh.expertGroup.receiveStream(from: r, tag: HFExport.shardTag) { _, piece, offset in
+                guard !failed else { return }
+                if file == nil { file = try SystemFile(creatingAt: temporaryName(for: path)) }
+                try file?.write(piece, at: offset)
+                if piece.count >= SafetensorsWriter.writebackUnit { file?.startWriteback(offset: offset, count: piece.count) }
+            }
+            if let f = file {
+                try f.sync()
+                try renameFile(f.path, path)
+                stats.bytesWritten += total
+                stats.files += 1
+            }
+        } catch {
+            if let f = file { FS.removeFile(f.path) }
+            throw error
+        }
     }
 
     /// Rank 0: the index (every weight sorted by key), config.json and the source's small files.
@@ -198,7 +200,7 @@ extension HFExport {
         stats.experts = manifest.ranks[world.rank].experts
         stats.tensors = plan.outputs.count
         let staged = try StagedOutput.prepare(output, force: force, inputs: inputs, world: world,
-                                              writers: gather ? .rankZero : .everyRankShared)
+                                              writers: gather ? .gathered : .everyRankShared)
         let exec = try staged.run(write: { try write(s, staged: staged, stats: &stats, execute: execute) },
                                   finish: { try finish(s, staged: staged) })
         let t2 = monotonicSeconds()

@@ -14,8 +14,11 @@ struct StagedOutput {
         /// Every rank writes, and the files only form a checkpoint together (a Hugging Face export):
         /// the output must be on a filesystem every node shares.
         case everyRankShared
-        /// Only rank 0 writes (`--gather`): nothing is staged anywhere else.
-        case rankZero
+        /// Only ranks that can write into rank 0's staging directory write (`--gather`): rank 0,
+        /// and the ranks that see the same directory (its node, or every node on a shared
+        /// filesystem) and may create files in it. Nothing is staged anywhere else; the other
+        /// ranks send their data to a writer.
+        case gathered
     }
 
     /// The job's staging directory (the same path on every rank).
@@ -25,6 +28,8 @@ struct StagedOutput {
     let directory: OutputDirectory?
     let force: Bool
     let world: Collective
+    /// Whether this rank may create files in `staging` (always, except in `.gathered` mode).
+    let canWrite: Bool
 
     static let tokenName = ".nemoshard-node-token"
 
@@ -36,23 +41,31 @@ struct StagedOutput {
         let token = String(UInt64.random(in: .min ... .max), radix: 16)
         let staging = try world.agreeOnRoot { () -> String in
             let dir = try out.prepare(force: force, inputs: inputs)
-            if writers != .rankZero { try writeFileAtomically(FS.join(dir, tokenName), Array(token.utf8)) }
+            try writeFileAtomically(FS.join(dir, tokenName), Array(token.utf8))
             return dir
         }
         let shared = String(decoding: try world.broadcast(Array((staging ?? "").utf8), root: 0), as: UTF8.self)
-        guard writers != .rankZero, world.size > 1 else {
-            if world.rank == 0, writers != .rankZero { FS.removeFile(FS.join(shared, tokenName)) }
-            return StagedOutput(staging: shared, directory: world.rank == 0 ? out : nil, force: force, world: world)
+        let directory = world.rank == 0 ? out : nil
+        guard world.size > 1 else {
+            FS.removeFile(FS.join(shared, tokenName))
+            return StagedOutput(staging: shared, directory: directory, force: force, world: world, canWrite: true)
         }
         let sharedToken = String(decoding: try world.broadcast(Array(token.utf8), root: 0), as: UTF8.self)
+        func seesStaging() -> Bool {
+            let seen = try? readWholeFile(FS.join(shared, tokenName), limit: 4096)
+            return seen.map { String(decoding: $0, as: UTF8.self) } == sharedToken
+        }
+        if writers == .gathered {
+            let canWrite = world.rank == 0 || (seesStaging() && canCreateFile(in: shared, rank: world.rank))
+            try world.quietBarrier()  // everyone has looked before the token goes
+            if world.rank == 0 { FS.removeFile(FS.join(shared, tokenName)) }
+            return StagedOutput(staging: shared, directory: directory, force: force, world: world, canWrite: canWrite)
+        }
         let node = try world.nodeGroup()
         let leader = node.rank == 0
-        let seen = leader && world.rank != 0
-            ? (try? readWholeFile(FS.join(shared, tokenName), limit: 4096)).map { String(decoding: $0, as: UTF8.self) }
-            : sharedToken
-        let isLocal = seen != sharedToken
+        let isLocal = leader && world.rank != 0 && !seesStaging()
         let localNodes = try world.allreduce(isLocal ? 1 : 0, .sum)
-        var own: OutputDirectory? = world.rank == 0 ? out : nil
+        var own = directory
         do {
             _ = try world.agree {
                 if localNodes > 0, writers == .everyRankShared {
@@ -69,7 +82,15 @@ struct StagedOutput {
             throw error
         }
         if world.rank == 0 { FS.removeFile(FS.join(shared, tokenName)) }
-        return StagedOutput(staging: shared, directory: own, force: force, world: world)
+        return StagedOutput(staging: shared, directory: own, force: force, world: world, canWrite: true)
+    }
+
+    /// Whether this process may create a file in `dir` (a probe file, removed at once).
+    private static func canCreateFile(in dir: String, rank: Int) -> Bool {
+        let probe = FS.join(dir, ".nemoshard-probe.\(rank)")
+        guard (try? SystemFile(creatingAt: probe)) != nil else { return false }
+        FS.removeFile(probe)
+        return true
     }
 
     /// Path of `file` inside the staging directory.

@@ -12,13 +12,12 @@ public protocol Collective: AnyObject {
     func allgatherBytes(_ bytes: [UInt8]) throws -> [[UInt8]]
     func send(_ bytes: UnsafeRawBufferPointer, to dest: Int, tag: Int) throws
     func receive(from source: Int, tag: Int) throws -> [UInt8]
-    /// Sends `bytes` in pieces the receiver takes one at a time (`receiveStream`).
-    func sendStream(_ bytes: UnsafeRawBufferPointer, to dest: Int, tag: Int) throws
+    /// Sends `count` bytes that `produce` fills span by span, in pieces the receiver takes one at a
+    /// time (`receiveStream`); if `produce` throws, the receiver learns the stream was abandoned.
+    func sendStream(count: Int, to dest: Int, tag: Int, produce: (OutgoingStream) throws -> Void) throws
     /// Receives a `sendStream`, piece by piece: `body(total, piece, offset)`; returns the total.
     @discardableResult
     func receiveStream(from source: Int, tag: Int, _ body: (Int, UnsafeRawBufferPointer, Int) throws -> Void) throws -> Int
-    /// `receive`, sleeping rather than spinning while nothing has arrived.
-    func receiveQuietly(from source: Int, tag: Int) throws -> [UInt8]
     func split(color: Int, key: Int) throws -> Collective
     /// The ranks on this rank's node (its rank 0 leads the node).
     func nodeGroup() throws -> Collective
@@ -44,8 +43,9 @@ public final class SoloCollective: Collective {
         throw UsageError("send in a world of one")
     }
     public func receive(from source: Int, tag: Int) throws -> [UInt8] { throw UsageError("receive in a world of one") }
-    public func receiveQuietly(from source: Int, tag: Int) throws -> [UInt8] { try receive(from: source, tag: tag) }
-    public func sendStream(_ bytes: UnsafeRawBufferPointer, to dest: Int, tag: Int) throws { try send(bytes, to: dest, tag: tag) }
+    public func sendStream(count: Int, to dest: Int, tag: Int, produce: (OutgoingStream) throws -> Void) throws {
+        throw UsageError("send in a world of one")
+    }
     public func receiveStream(from source: Int, tag: Int, _ body: (Int, UnsafeRawBufferPointer, Int) throws -> Void) throws -> Int {
         throw UsageError("receive in a world of one")
     }

@@ -53,68 +53,74 @@ public final class Communicator: @unchecked Sendable {
     public func quietBarrier() throws {
         var request: MPI_Request?
         try MPIError.check(MPI_Ibarrier(handle, &request), "MPI_Ibarrier")
+        _ = try waitQuietly(&request, "MPI_Ibarrier")
+    }
+
+    /// Waits for `request` by testing it with growing pauses in between (50 us up to `maxPause`
+    /// nanoseconds) rather than spinning in `MPI_Wait`, which with more ranks than cores takes the
+    /// core from the ranks doing the work. Returns the completed request's status.
+    func waitQuietly(_ request: inout MPI_Request?, _ call: String, maxPause: Int = 1_000_000) throws -> MPI_Status {
+        var status = MPI_Status()
         var done: Int32 = 0
         var pause = timespec(tv_sec: 0, tv_nsec: 50_000)
         while true {
-            try MPIError.check(MPI_Test(&request, &done, cmpi_status_ignore()), "MPI_Test")
-            if done != 0 { return }
+            try MPIError.check(MPI_Test(&request, &done, &status), call)
+            if done != 0 { return status }
             nanosleep(&pause, nil)
-            if pause.tv_nsec < 1_000_000 { pause.tv_nsec *= 2 }
+            if pause.tv_nsec < maxPause { pause.tv_nsec = min(pause.tv_nsec * 2, maxPause) }
         }
     }
 
     /// Largest piece of a stream (`sendStream`/`receiveStream`): the receiver needs no more memory.
     static var streamUnit: Int { min(8 << 20, MPIRuntime.maxChunk) }
 
-    /// Sends `bytes` as a stream: the length, then pieces of at most `streamUnit` bytes.
-    public func sendStream(_ bytes: UnsafeRawBufferPointer, to dest: Int, tag: Int) throws {
-        var count = Int64(bytes.count)
-        try MPIError.check(MPI_Send(&count, 1, cmpi_int64(), Int32(dest), Int32(tag), handle), "MPI_Send")
-        var offset = 0
-        while offset < bytes.count {
-            let n = min(Communicator.streamUnit, bytes.count - offset)
-            try MPIError.check(MPI_Send(bytes.baseAddress! + offset, Int32(n), cmpi_byte(), Int32(dest), Int32(tag), handle), "MPI_Send")
-            offset += n
+    /// Sends `count` bytes to `dest` as a stream that `produce` fills in order, span by span, while
+    /// earlier spans are still on their way (`OutgoingStream`). If `produce` throws, the receiver is
+    /// told the stream was abandoned (`receiveStream` then throws a `PeerFailure`) and the error is
+    /// rethrown.
+    public func sendStream(count: Int, to dest: Int, tag: Int, produce: (OutgoingStream) throws -> Void) throws {
+        let stream = try OutgoingStream(self, to: dest, tag: tag, count: count)
+        do {
+            try produce(stream)
+            try stream.finish()
+        } catch {
+            try stream.abandon()
+            throw error
         }
     }
 
     /// Receives a stream sent with `sendStream` piece by piece into one reused buffer, handing each
-    /// piece to `body(total, piece, offset)`. If `body` throws, the rest is still received (so the
-    /// sender is never left waiting) and the first error is rethrown. Returns the total length.
+    /// piece to `body(total, piece, offset)`; waits sleep rather than spin. If `body` throws, the
+    /// rest is still received (so the sender is never left waiting) and the first error is
+    /// rethrown; an abandoned stream throws a `PeerFailure`. Returns the total length.
     @discardableResult
     public func receiveStream(from source: Int, tag: Int, _ body: (Int, UnsafeRawBufferPointer, Int) throws -> Void) throws -> Int {
         var count: Int64 = 0
-        try MPIError.check(MPI_Recv(&count, 1, cmpi_int64(), Int32(source), Int32(tag), handle, cmpi_status_ignore()), "MPI_Recv")
+        var request: MPI_Request?
+        try MPIError.check(MPI_Irecv(&count, 1, cmpi_int64(), Int32(source), Int32(tag), handle, &request), "MPI_Irecv")
+        _ = try waitQuietly(&request, "MPI_Irecv", maxPause: 200_000)
         guard count >= 0 else { throw MPIError(call: "MPI_Recv (negative length)", code: -1) }
         let total = Int(count)
-        var buffer = [UInt8](repeating: 0, count: min(Communicator.streamUnit, max(total, 1)))
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: min(Communicator.streamUnit, max(total, 1)), alignment: 64)
+        defer { buffer.deallocate() }
         var failure: Error?
         var offset = 0
         while offset < total {
             let n = min(buffer.count, total - offset)
-            try buffer.withUnsafeMutableBytes { b in
-                try MPIError.check(MPI_Recv(b.baseAddress, Int32(n), cmpi_byte(), Int32(source), Int32(tag), handle, cmpi_status_ignore()), "MPI_Recv")
-                if failure == nil {
-                    do { try body(total, UnsafeRawBufferPointer(rebasing: b[0..<n]), offset) } catch { failure = error }
-                }
+            try MPIError.check(MPI_Irecv(buffer.baseAddress, Int32(n), cmpi_byte(), Int32(source), Int32(tag), handle, &request), "MPI_Irecv")
+            var status = try waitQuietly(&request, "MPI_Irecv", maxPause: 200_000)
+            var got: Int32 = 0
+            try MPIError.check(MPI_Get_count(&status, cmpi_byte(), &got), "MPI_Get_count")
+            if got == 0 {  // the sender abandoned the stream: nothing more comes
+                throw failure ?? PeerFailure("stopped: rank \(source) could not produce the data it was sending")
             }
-            offset += n
+            if failure == nil {
+                do { try body(total, UnsafeRawBufferPointer(rebasing: buffer[0..<Int(got)]), offset) } catch { failure = error }
+            }
+            offset += Int(got)
         }
         if let failure { throw failure }
         return total
-    }
-
-    /// Receives a byte string sent with `send`, sleeping (not spinning) until one has arrived: for
-    /// a rank that may wait long while others work on the same cores.
-    public func receiveQuietly(from source: Int, tag: Int) throws -> [UInt8] {
-        var flag: Int32 = 0
-        var pause = timespec(tv_sec: 0, tv_nsec: 50_000)
-        while true {
-            try MPIError.check(MPI_Iprobe(Int32(source), Int32(tag), handle, &flag, cmpi_status_ignore()), "MPI_Iprobe")
-            if flag != 0 { return try receive(from: source, tag: tag) }
-            nanosleep(&pause, nil)
-            if pause.tv_nsec < 1_000_000 { pause.tv_nsec *= 2 }
-        }
     }
 
     /// Sends `bytes` from `root` to every rank; returns them everywhere.
