@@ -45,7 +45,7 @@ let commands: [CommandSpec] = [
                   --out DIR        write a per-rank checkpoint (rank-RRRRR-of-WWWWW.safetensors + nemoshard.json)
                   --to-hf DIR      round trip: load into memory, then write the state back as a Hugging Face
                                    checkpoint straight from memory (to_hf), no per-rank checkpoint between
-                  --gather         with --to-hf: the ep ranks stream their shards to the first one, which alone writes
+                  --gather         with --to-hf: as for save-hf --gather
                   --max-shard-size S, --exclude REGEX   with --to-hf: as for save-hf
                   --ep N           1-D expert-parallel mesh of N ranks (default: the whole world)
                   --mesh SPEC      named mesh, row-major, e.g. dp=2,ep=4 (product = number of ranks)
@@ -62,7 +62,8 @@ let commands: [CommandSpec] = [
                 positionals: ["SHARDED_DIR", "OUT_DIR"], optionalPositionals: 0,
                 options: ["--max-shard-size", "--exclude", "--threads"], flags: ["--gather", "--force", "--json"],
                 help: """
-                  --gather              only rank 0 writes (node-local disks); the others stream shards to it
+                  --gather              only ranks that can write into rank 0's staging directory write (rank 0's
+                                        node on node-local disks); the others stream their shards to them
                   --max-shard-size S    largest output file (default 5GB, as save_pretrained)
                   --exclude REGEX       drop HF keys matching at their start (Python re.match)
                   --force               replace an existing OUT_DIR

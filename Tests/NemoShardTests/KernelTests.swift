@@ -73,7 +73,8 @@ final class KernelTests: XCTestCase {
     func testRawTransposeMatchesNaive() {
         var rng = SplitMix64(seed: 7)
         for size in [1, 2, 4, 8] {
-            for (rows, cols) in [(1, 1), (3, 5), (8, 8), (17, 70), (64, 64), (130, 9), (65, 129)] {
+            // Past the 512-row strips and the 64-byte columns, with ragged edges on both.
+            for (rows, cols) in [(1, 1), (3, 5), (8, 8), (17, 70), (64, 64), (130, 9), (65, 129), (1037, 45), (513, 72)] {
                 let src = (0..<(rows * cols * size)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
                 var dst = [UInt8](repeating: 0, count: src.count)
                 let rc = src.withUnsafeBytes { s in dst.withUnsafeMutableBytes { d in ns_transpose_raw(s.baseAddress, d.baseAddress, rows, cols, size) } }

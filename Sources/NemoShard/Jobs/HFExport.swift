@@ -1,8 +1,9 @@
 /// The way back to Hugging Face, shared by `save-hf` (sources: rank files) and `toHF` (sources: a
 /// state dict in memory). Each rank's share (an `ExportPlanner` plan) is split into shards as
 /// `save_pretrained` does, with one global numbering agreed over the mesh's `ep` communicator;
-/// every rank writes its own shards (shared filesystem) or, with `gather`, streams them one at a
-/// time to the first `ep` rank, which alone writes. Rank 0 then writes the index, config.json and
+/// every rank writes its own shards (shared filesystem) or, with `gather`, only ranks that can
+/// write into rank 0's staging directory write and the others stream their shards to them.
+/// Rank 0 then writes the index, config.json and
 /// the source's small files. Mesh replicas have an empty share and write nothing.
 struct HFExport {
     let manifest: Manifest

@@ -13,7 +13,8 @@ public struct HFExportOptions {
 }
 
 /// Per-rank checkpoint -> Hugging Face checkpoint (`to_hf`), written by every rank in parallel
-/// (shared filesystem) or, with `gather`, streamed to rank 0 one shard at a time.
+/// (shared filesystem) or, with `gather`, by the ranks that can write into rank 0's staging
+/// directory (its node), the others streaming their shards to them.
 public enum SaveHFJob {
     /// The per-rank checkpoint to read, and the export's options (reachable as `o.gather`, ...).
     @dynamicMemberLookup
