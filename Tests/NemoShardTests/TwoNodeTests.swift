@@ -77,15 +77,23 @@ final class TwoNodeTests: XCTestCase {
         let dir = temporaryDirectory(self)
         let name = localName(n)
         XCTAssertEqual(try onNodes(4, ["load", hf, "--out", n.local + "/" + name]).code, 0)
-        // --gather from node-local rank files: every rank reads its own file; rank 0 alone writes.
-        let gathered = try onNodes(4, ["save-hf", n.local + "/" + name, dir + "/gathered", "--gather", "--max-shard-size", "30kB"])
+        // --gather from node-local rank files to shared storage: every rank reads its own file and,
+        // seeing rank 0's staging directory, writes its own shards.
+        let gathered = try onNodes(4, ["save-hf", n.local + "/" + name, dir + "/gathered", "--gather", "--max-shard-size", "30kB", "--json"])
         XCTAssertEqual(gathered.code, 0, gathered.stderr)
         try ok(["verify", hf, dir + "/gathered", "--strict"])
-        // To node-local storage: only rank 0's node gets the export.
+        XCTAssertEqual(try XCTUnwrap(gathered.json?["ranks"]?.arrayValue).filter { ($0["files"]?.intValue ?? 0) > 0 }.count, 4)
+        // To node-local storage: only rank 0's node gets the export. Its two ranks write; node1's
+        // two ranks stream their shards to them, one sender each.
         let out = localName(n)
-        XCTAssertEqual(try onNodes(4, ["save-hf", n.local + "/" + name, n.local + "/" + out, "--gather"]).code, 0)
+        let local = try onNodes(4, ["save-hf", n.local + "/" + name, n.local + "/" + out, "--gather", "--max-shard-size", "30kB", "--json"])
+        XCTAssertEqual(local.code, 0, local.stderr)
         try ok(["verify", hf, n.disk0 + "/" + out, "--strict"])
         XCTAssertFalse(FS.exists(n.disk1 + "/" + out))
+        let files = try XCTUnwrap(local.json?["ranks"]?.arrayValue).map { $0["files"]?.intValue ?? -1 }
+        XCTAssertEqual(files[2...], [0, 0], "node1's ranks send everything")
+        XCTAssertEqual(files[0] + files[1], Int64(try FS.list(n.disk0 + "/" + out).filter { $0.hasSuffix(".safetensors") }.count))
+        XCTAssertTrue(files[0] > 0 && files[1] > 0, "both of node0's ranks write: \(files)")
         // Every rank writing its shards cannot form one checkpoint on node-local disks: refused.
         let parallel = try onNodes(4, ["save-hf", n.local + "/" + name, n.local + "/" + out + "-p"])
         XCTAssertEqual(parallel.code, 2, parallel.stderr)
