@@ -19,18 +19,9 @@ int ns_start_writeback(int fd, long long offset, long long length) {
 #include <sys/syscall.h>
 #include <errno.h>
 
-int ns_rename_exchange(const char *a, const char *b) {
+int ns_renameat2(const char *from, const char *to, unsigned flags) {
 #ifdef SYS_renameat2
-    return (int)syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 2 /* RENAME_EXCHANGE */);
-#else
-    errno = ENOSYS;
-    return -1;
-#endif
-}
-
-int ns_rename_noreplace(const char *from, const char *to) {
-#ifdef SYS_renameat2
-    return (int)syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, 1 /* RENAME_NOREPLACE */);
+    return (int)syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, flags);
 #else
     errno = ENOSYS;
     return -1;

@@ -33,10 +33,11 @@ long ns_copy_file_range(int fd_in, long long *off_in, int fd_out, long long *off
 /// sync_file_range(SYNC_FILE_RANGE_WRITE): starts writeback of the dirty pages in the range, no wait.
 int ns_start_writeback(int fd, long long offset, long long length);
 
-/// renameat2(RENAME_EXCHANGE): atomically swaps two existing paths (ENOSYS/EINVAL where unsupported).
-int ns_rename_exchange(const char *a, const char *b);
+/// renameat2(2) flags (glibc before 2.28 has no wrapper).
+enum { NS_RENAME_NOREPLACE = 1, NS_RENAME_EXCHANGE = 2 };
 
-/// renameat2(RENAME_NOREPLACE): rename that fails with EEXIST instead of replacing `to`.
-int ns_rename_noreplace(const char *from, const char *to);
+/// renameat2(AT_FDCWD, from, AT_FDCWD, to, flags): NOREPLACE fails with EEXIST instead of replacing
+/// `to`; EXCHANGE atomically swaps two existing paths. ENOSYS/EINVAL where unsupported.
+int ns_renameat2(const char *from, const char *to, unsigned flags);
 
 #endif

@@ -58,9 +58,6 @@ struct ImageWindows {
         guard hi == fileSize else { throw InternalError("export plan produces \(hi) of a shard's \(fileSize) bytes") }
         self.windows = windows
     }
-
-    /// The largest window, in bytes.
-    var largestWindow: Int { windows.map(\.range.count).max() ?? 0 }
 }
 
 /// Takes the outputs of one `ImageWindows.Window` into `buffer`, which holds the file's bytes

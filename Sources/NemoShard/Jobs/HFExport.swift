@@ -3,8 +3,8 @@
 /// `save_pretrained` does, with one global numbering agreed over the mesh's `ep` communicator;
 /// every rank writes its own shards (shared filesystem) or, with `gather`, only ranks that can
 /// write into rank 0's staging directory write and the others stream their shards to them.
-/// Rank 0 then writes the index, config.json and
-/// the source's small files. Mesh replicas have an empty share and write nothing.
+/// Rank 0 then writes the index, config.json and the source's small files. Mesh replicas have
+/// an empty share and write nothing.
 struct HFExport {
     let manifest: Manifest
     let mesh: DeviceMesh
@@ -28,8 +28,8 @@ struct HFExport {
         /// Shards per `ep` rank, and this rank's first global shard index.
         let counts: [Int]
         let first: Int
-        /// Every `ep` rank's weight-map entries.
-        let weightEntries: [[WeightEntry]]
+        /// Every `ep` rank's weight-map entries (agreed once the numbering is).
+        var weightEntries: [[WeightEntry]] = []
 
         var total: Int { counts.reduce(0, +) }
 
@@ -43,14 +43,12 @@ struct HFExport {
         let ep = mesh.expertGroup
         let groups = ExportPlanner.shardGroups(plan.outputs, maxBytes: maxShardBytes)
         let counts = try ep.allgather([Int64(groups.count)]).map(Int.init)
-        let first = counts.prefix(ep.rank).reduce(0, +)
-        let total = counts.reduce(0, +)
-        let name = { (i: Int) in "model-\(pad5(i + 1))-of-\(pad5(total)).safetensors" }
+        var s = Share(plan: plan, groups: groups, counts: counts, first: counts.prefix(ep.rank).reduce(0, +))
         let mine = groups.enumerated().flatMap { k, g in
-            g.map { WeightEntry(key: plan.outputs[$0].name, file: name(first + k), bytes: plan.outputs[$0].byteCount) }
+            g.map { WeightEntry(key: plan.outputs[$0].name, file: s.shardName(s.first + k), bytes: plan.outputs[$0].byteCount) }
         }
-        let entries = try ep.allgather(mine)
-        return Share(plan: plan, groups: groups, counts: counts, first: first, weightEntries: entries)
+        s.weightEntries = try ep.allgather(mine)
+        return s
     }
 
     /// Writes this rank's shards into the staging directory; returns the summed execution stats
@@ -91,10 +89,11 @@ struct HFExport {
         let canWrite = try ep.allgather([staged.canWrite ? 1 : 0]).map { $0 != 0 }
         let writers = canWrite.indices.filter { canWrite[$0] }
         let senders = canWrite.indices.filter { !canWrite[$0] }
-        let writerOf = Dictionary(uniqueKeysWithValues: senders.enumerated().map { i, r in (r, writers.isEmpty ? -1 : writers[i % writers.count]) })
-        if let r = senders.first(where: { s.counts[$0] > 0 }), writers.isEmpty {
+        if writers.isEmpty, let r = senders.first(where: { s.counts[$0] > 0 }) {
             throw UsageError("no rank of the ep group can write into \(staged.staging); rank \(r) has shards to write")
         }
+        let writerOf = writers.isEmpty ? [:]
+            : Dictionary(uniqueKeysWithValues: senders.enumerated().map { i, r in (r, writers[i % writers.count]) })
         if let writer = writerOf[ep.rank] {
             return (try sendShards(s, to: writer, execute: execute), [])
         }
@@ -150,7 +149,7 @@ struct HFExport {
     private func receiveShard(from r: Int, path: String, failed: Bool, stats: inout RankStats) throws {
         var file: SystemFile?
         do {
-            let total = try mesh.expertGroup.receiveStream(from: r, tag: HFExport.shardTag) { _, piece, offset in
+            let total = try mesh.expertGroup.receiveStream(from: r, tag: HFExport.shardTag) { piece, offset in
                 guard !failed else { return }
                 if file == nil { file = try SystemFile(creatingAt: temporaryName(for: path)) }
                 try file?.write(piece, at: offset)

@@ -15,9 +15,9 @@ public protocol Collective: AnyObject {
     /// Sends `count` bytes that `produce` fills span by span, in pieces the receiver takes one at a
     /// time (`receiveStream`); if `produce` throws, the receiver learns the stream was abandoned.
     func sendStream(count: Int, to dest: Int, tag: Int, produce: (OutgoingStream) throws -> Void) throws
-    /// Receives a `sendStream`, piece by piece: `body(total, piece, offset)`; returns the total.
+    /// Receives a `sendStream`, piece by piece: `body(piece, offset)`; returns the total.
     @discardableResult
-    func receiveStream(from source: Int, tag: Int, _ body: (Int, UnsafeRawBufferPointer, Int) throws -> Void) throws -> Int
+    func receiveStream(from source: Int, tag: Int, _ body: (UnsafeRawBufferPointer, Int) throws -> Void) throws -> Int
     func split(color: Int, key: Int) throws -> Collective
     /// The ranks on this rank's node (its rank 0 leads the node).
     func nodeGroup() throws -> Collective
@@ -46,7 +46,7 @@ public final class SoloCollective: Collective {
     public func sendStream(count: Int, to dest: Int, tag: Int, produce: (OutgoingStream) throws -> Void) throws {
         throw UsageError("send in a world of one")
     }
-    public func receiveStream(from source: Int, tag: Int, _ body: (Int, UnsafeRawBufferPointer, Int) throws -> Void) throws -> Int {
+    public func receiveStream(from source: Int, tag: Int, _ body: (UnsafeRawBufferPointer, Int) throws -> Void) throws -> Int {
         throw UsageError("receive in a world of one")
     }
     public func split(color: Int, key: Int) throws -> Collective { self }

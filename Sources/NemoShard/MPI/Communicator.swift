@@ -84,17 +84,17 @@ public final class Communicator: @unchecked Sendable {
             try produce(stream)
             try stream.finish()
         } catch {
-            try stream.abandon()
+            try? stream.abandon()  // the producer's error is the one to report
             throw error
         }
     }
 
     /// Receives a stream sent with `sendStream` piece by piece into one reused buffer, handing each
-    /// piece to `body(total, piece, offset)`; waits sleep rather than spin. If `body` throws, the
+    /// piece to `body(piece, offset)`; waits sleep rather than spin. If `body` throws, the
     /// rest is still received (so the sender is never left waiting) and the first error is
     /// rethrown; an abandoned stream throws a `PeerFailure`. Returns the total length.
     @discardableResult
-    public func receiveStream(from source: Int, tag: Int, _ body: (Int, UnsafeRawBufferPointer, Int) throws -> Void) throws -> Int {
+    public func receiveStream(from source: Int, tag: Int, _ body: (UnsafeRawBufferPointer, Int) throws -> Void) throws -> Int {
         var count: Int64 = 0
         var request: MPI_Request?
         try MPIError.check(MPI_Irecv(&count, 1, cmpi_int64(), Int32(source), Int32(tag), handle, &request), "MPI_Irecv")
@@ -115,7 +115,7 @@ public final class Communicator: @unchecked Sendable {
                 throw failure ?? PeerFailure("stopped: rank \(source) could not produce the data it was sending")
             }
             if failure == nil {
-                do { try body(total, UnsafeRawBufferPointer(rebasing: buffer[0..<Int(got)]), offset) } catch { failure = error }
+                do { try body(UnsafeRawBufferPointer(rebasing: buffer[0..<Int(got)]), offset) } catch { failure = error }
             }
             offset += Int(got)
         }

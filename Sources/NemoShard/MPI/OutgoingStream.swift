@@ -66,18 +66,22 @@ public final class OutgoingStream {
         }
     }
 
-    /// Waits for everything to leave; the stream must be complete.
-    func finish() throws {
+    /// Waits until both buffers' messages have left.
+    private func drain() throws {
         try wait(0)
         try wait(1)
+    }
+
+    /// Waits for everything to leave; the stream must be complete.
+    func finish() throws {
+        try drain()
         guard sent == count else { throw InternalError("stream to rank \(dest) ended after \(sent) of \(count) bytes") }
     }
 
     /// Tells the receiver that no more bytes come (an empty message), after what was sent has left.
     /// A stream already complete needs no word: the receiver has stopped listening.
     func abandon() throws {
-        try wait(0)
-        try wait(1)
+        try drain()
         guard sent < count else { return }
         try MPIError.check(MPI_Send(nil, 0, cmpi_byte(), dest, tag, comm.handle), "MPI_Send")
     }

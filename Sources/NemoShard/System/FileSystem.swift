@@ -190,7 +190,7 @@ enum FS {
     /// nothing, where the file system cannot (or `NEMOSHARD_NO_RENAME_EXCHANGE=1` says so, for tests).
     static func exchange(_ a: String, _ b: String) throws -> Bool {
         if ProcessFacts.flag("NEMOSHARD_NO_RENAME_EXCHANGE") { return false }
-        if ns_rename_exchange(a, b) == 0 { return true }
+        if ns_renameat2(a, b, UInt32(NS_RENAME_EXCHANGE)) == 0 { return true }
         if errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP { return false }
         throw IOError("exchange with \(b)", path: a)
     }
@@ -201,7 +201,7 @@ enum FS {
     /// Renames `from` to `to` unless `to` exists (`RENAME_NOREPLACE`; plain `rename` where the file
     /// system lacks it).
     static func renameWithoutReplacing(_ from: String, _ to: String) throws -> RenameOutcome {
-        if ns_rename_noreplace(from, to) == 0 { return .renamed }
+        if ns_renameat2(from, to, UInt32(NS_RENAME_NOREPLACE)) == 0 { return .renamed }
         if errno == EEXIST || errno == ENOTEMPTY { return .targetExists }
         guard errno == EINVAL || errno == ENOSYS else { throw IOError("rename to \(to)", path: from) }
         try renameFile(from, to)
