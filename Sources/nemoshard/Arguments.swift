@@ -1,17 +1,5 @@
 import NemoShard
 
-/// One subcommand's grammar: positional names, options that take a value, flags, and help text.
-struct CommandSpec {
-    let name: String
-    let usage: String
-    let summary: String
-    let positionals: [String]
-    let optionalPositionals: Int
-    let options: [String]
-    let flags: [String]
-    let help: String
-}
-
 /// Parsed arguments of one subcommand.
 struct Arguments {
     var positionals: [String] = []
@@ -46,8 +34,9 @@ struct Arguments {
                 }
                 if spec.flags.contains(name) {
                     guard inline == nil else { throw UsageError("\(name) takes no value") }
-                    out.flags.insert(name)
+                    guard out.flags.insert(name).inserted else { throw repeated(name) }
                 } else if spec.options.contains(name) {
+                    guard out.values[name] == nil else { throw repeated(name) }
                     if let inline {
                         out.values[name] = inline
                     } else {
@@ -69,15 +58,20 @@ struct Arguments {
         }
         return out
     }
+
+    /// An option or flag given twice is refused rather than letting the last one win silently
+    /// (`--out a --out b` would otherwise write to b whatever a script meant).
+    private static func repeated(_ name: String) -> UsageError { UsageError("\(name) is given more than once") }
 }
 
-/// Parses a size such as 5GB, 500MB, 1GiB or a plain byte count.
+/// Parses a size such as 5GB, 500MB, 1GiB or a plain byte count: at least one byte.
 func parseSize(_ text: String) throws -> Int {
     let units: [(String, Int)] = [("GIB", 1 << 30), ("MIB", 1 << 20), ("KIB", 1 << 10), ("GB", 1_000_000_000),
                                   ("MB", 1_000_000), ("KB", 1_000), ("B", 1)]
     let upper = text.uppercased()
     for (suffix, scale) in units where upper.hasSuffix(suffix) {
-        guard let n = Double(upper.dropLast(suffix.count)), n > 0, n * Double(scale) < 9e18 else { break }
+        // Finite and below 9e18 before converting (Int(Double) traps outside Int's range).
+        guard let n = Double(upper.dropLast(suffix.count)), n.isFinite, n * Double(scale) >= 1, n * Double(scale) < 9e18 else { break }
         return Int(n * Double(scale))
     }
     if let n = Int(text), n > 0 { return n }

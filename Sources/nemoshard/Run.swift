@@ -41,9 +41,28 @@ func meshOption(_ args: Arguments) throws -> MeshShape? {
 func threadsOption(_ args: Arguments) throws -> Int {
     let cores = max(sysconf(Int32(_SC_NPROCESSORS_ONLN)), 1)
     let local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE").flatMap { Int(String(cString: $0)) } ?? 1
-    let t = try args.int("--threads", default: max(cores / max(local, 1), 1))
-    guard t >= 1 else { throw UsageError("--threads must be at least 1") }
+    let t = try args.int("--threads", default: min(max(cores / max(local, 1), 1), maxThreads))
+    guard t >= 1, t <= maxThreads else { throw UsageError("--threads must be between 1 and \(maxThreads)") }
     return t
+}
+
+/// More threads per rank than any machine has cores is a typo, not a request.
+let maxThreads = 4096
+
+/// `--exclude REGEX`, compiled here once so a pattern that is not a regular expression is a usage
+/// error before any work (the job compiles it again on every rank and checks what it removes).
+func excludeOption(_ args: Arguments) throws -> String? {
+    guard let pattern = args.value("--exclude") else { return nil }
+    do { _ = try KeyFilter(pattern: pattern) } catch let e as ExcludePatternError {
+        throw UsageError("--exclude: \(e)")
+    }
+    return pattern
+}
+
+/// The first of `names` given: options that only mean something in another mode of a command
+/// are refused, not ignored.
+func firstGiven(_ names: [String], _ args: Arguments) -> String? {
+    names.first { args.value($0) != nil || args.has($0) }
 }
 
 func emit(_ report: JobReport, _ args: Arguments, world: Collective) {
@@ -106,14 +125,16 @@ func convert(_ args: Arguments) throws -> Int32 {
     guard let out = args.value("--out") else { throw UsageError("convert needs --out DIR") }
     let world = SoloCollective()
     if args.has("--to-hf") {
+        if let n = firstGiven(["--dtype"], args) { throw UsageError("\(n) does not go with --to-hf") }
         var o = SaveHFJob.Options(source: args.positionals[0], output: out)
         o.maxShardBytes = try args.value("--max-shard-size").map(parseSize) ?? o.maxShardBytes
-        o.exclude = args.value("--exclude")
+        o.exclude = try excludeOption(args)
         o.force = args.has("--force")
         o.threads = try threadsOption(args)
         emit(try SaveHFJob.run(o, world: world), args, world: world)
         return 0
     }
+    if let n = firstGiven(["--max-shard-size", "--exclude"], args) { throw UsageError("\(n) goes with --to-hf") }
     var o = LoadJob.Options(source: args.positionals[0])
     o.output = out
     o.dtype = try dtypeOption(args, "--dtype") ?? .bf16
@@ -147,7 +168,7 @@ func load(_ args: Arguments) throws -> Int32 {
     var h = ToHFJob.Options(output: hfOut)
     h.gather = args.has("--gather")
     h.maxShardBytes = try args.value("--max-shard-size").map(parseSize) ?? h.maxShardBytes
-    h.exclude = args.value("--exclude")
+    h.exclude = try excludeOption(args)
     h.force = o.force
     h.threads = threads
     let loaded = try LoadJob.run(o, world: world)
@@ -163,7 +184,7 @@ func saveHF(_ args: Arguments) throws -> Int32 {
     var o = SaveHFJob.Options(source: args.positionals[0], output: args.positionals[1])
     o.gather = args.has("--gather")
     o.maxShardBytes = try args.value("--max-shard-size").map(parseSize) ?? o.maxShardBytes
-    o.exclude = args.value("--exclude")
+    o.exclude = try excludeOption(args)
     o.force = args.has("--force")
     o.threads = try threadsOption(args)
     let world = try MPIRuntime.start()

@@ -5,21 +5,48 @@ import NemoShard
 let argv = Array(CommandLine.arguments.dropFirst())
 let worldRank = getenv("OMPI_COMM_WORLD_RANK").flatMap { Int(String(cString: $0)) } ?? 0
 
-func fail(_ message: String, code: Int32) -> Never {
-    printToStandardError("nemoshard: error: \(message)\n")
+/// `message` kept to one line: a newline from a path or pattern the user gave (or from a library
+/// message) would split one error over several, so line breaks and other control characters are
+/// shown escaped.
+func oneLine(_ message: String) -> String {
+    var out = ""
+    for scalar in message.unicodeScalars {
+        switch scalar {
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += " "
+        default:
+            if scalar.value < 0x20 || scalar.value == 0x7F {
+                out += "\\x" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return out
+}
+
+/// One error line on rank 0's stderr, then exit with `code` (before MPI starts).
+func fail(_ message: String, code: Int32, then extra: String = "") -> Never {
+    if worldRank == 0 { printToStandardError("nemoshard: error: \(oneLine(message))\n\(extra)") }
     exit(code)
 }
 
+if argv.first == "--version" {
+    guard argv.count == 1 else { fail("--version takes no arguments", code: 2) }
+    print("nemoshard \(NemoShardVersion.string)")
+    exit(0)
+}
 guard let name = argv.first, name != "--help", name != "-h", name != "help" else {
     print(toolUsage)
     exit(argv.isEmpty ? 2 : 0)
 }
 guard let spec = commands.first(where: { $0.name == name }) else {
-    if worldRank == 0 { printToStandardError("nemoshard: error: unknown command '\(name)'\n\(toolUsage)\n") }
-    exit(2)
+    fail("unknown command '\(name)'", code: 2, then: toolUsage + "\n")
 }
 let rest = Array(argv.dropFirst())
-if rest.contains("--help") || rest.contains("-h") {
+// After `--` everything is a positional, even `--help`.
+if rest.prefix(while: { $0 != "--" }).contains(where: { $0 == "--help" || $0 == "-h" }) {
     print(helpText(spec))
     exit(0)
 }
@@ -70,9 +97,9 @@ do {
     let args = try Arguments.parse(rest, spec: spec)
     terminate(try run(spec.name, args))
 } catch let f as JobFailure {
-    finish("nemoshard: error: \(f.message)\(f.rank > 0 ? " (rank \(f.rank))" : "")\n", code: f.isUsage ? 2 : 1)
+    finish("nemoshard: error: \(oneLine(f.message))\(f.rank > 0 ? " (rank \(f.rank))" : "")\n", code: f.isUsage ? 2 : 1)
 } catch let u as UsageError {
-    finish("nemoshard: error: \(u.message)\nusage: \(spec.usage)\n", code: 2)
+    finish("nemoshard: error: \(oneLine(u.message))\nusage: \(spec.usage)\n", code: 2)
 } catch {
-    finish("nemoshard: error: \(error)\n", code: 1)
+    finish("nemoshard: error: \(oneLine(String(describing: error)))\n", code: 1)
 }

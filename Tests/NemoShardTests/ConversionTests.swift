@@ -42,7 +42,7 @@ final class ConversionTests: XCTestCase {
         var load = LoadJob.Options(source: hf)
         load.output = dir + "/internal"
         _ = try LoadJob.run(load, world: SoloCollective())
-        XCTAssertEqual(try FS.list(dir + "/internal"), ["nemoshard.json", "rank-00000-of-00001.safetensors"], file: file, line: line)
+        XCTAssertEqual(try FS.list(dir + "/internal"), [OutputProvenance.markerName, "nemoshard.json", "rank-00000-of-00001.safetensors"], file: file, line: line)
         let back = dir + "/back"
         _ = try SaveHFJob.run(SaveHFJob.Options(source: dir + "/internal", output: back), world: SoloCollective())
         return back

@@ -12,7 +12,7 @@ final class LoadIntegrationTests: XCTestCase {
         let manifest = try Manifest.load(directory: sharded)
         XCTAssertEqual(manifest.worldSize, ranks, file: file, line: line)
         XCTAssertEqual(manifest.mesh, mesh, file: file, line: line)
-        XCTAssertEqual(Set(try FS.list(sharded)), Set(["nemoshard.json"] + (0..<ranks).map { Manifest.rankFileName($0, of: ranks) }),
+        XCTAssertEqual(Set(try FS.list(sharded)), Set(["nemoshard.json", OutputProvenance.markerName] + (0..<ranks).map { Manifest.rankFileName($0, of: ranks) }),
                        "only committed files", file: file, line: line)
         let refManifest = try Manifest.load(directory: reference)
         func withoutHolders(_ m: Manifest) -> [Manifest.TensorEntry] { m.tensors.map { var t = $0; t.holder = nil; return t } }

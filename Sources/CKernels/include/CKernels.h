@@ -27,6 +27,20 @@ int ns_transpose_raw(const void *src, void *dst, size_t rows, size_t cols, size_
 /// CRC-32C (Castagnoli) continued from crc (start with 0).
 uint32_t ns_crc32c(uint32_t crc, const void *data, size_t length);
 
+/// What the guarded calls return when the source memory vanished (a mapped file was truncated).
+enum { NS_SOURCE_FAULT = -2 };
+
+/// memcpy from memory that may be a mapping of a file another process truncates: 0, or
+/// NS_SOURCE_FAULT (SIGBUS caught) with `dst` partly written.
+int ns_guarded_copy(void *dst, const void *src, size_t count);
+/// ns_transpose under the same guard: its result, or NS_SOURCE_FAULT.
+int ns_guarded_transpose(const void *src, enum ns_elem src_kind, void *dst, enum ns_elem dst_kind,
+                         size_t rows, size_t cols);
+/// ns_transpose_raw under the same guard: its result, or NS_SOURCE_FAULT.
+int ns_guarded_transpose_raw(const void *src, void *dst, size_t rows, size_t cols, size_t elem_size);
+/// ns_crc32c under the same guard, continuing `*crc`: 0, or NS_SOURCE_FAULT.
+int ns_guarded_crc32c(uint32_t *crc, const void *data, size_t length);
+
 /// copy_file_range(2) (glibc hides it without _GNU_SOURCE); offsets are advanced.
 long ns_copy_file_range(int fd_in, long long *off_in, int fd_out, long long *off_out, size_t len);
 

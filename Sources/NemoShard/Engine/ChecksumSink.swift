@@ -23,10 +23,11 @@ final class ChecksumSink: TensorSink, @unchecked Sendable {
     func directPointer(output: Int, offset: Int, count: Int) -> UnsafeMutableRawPointer? { nil }
 
     func write(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
-        lock.withLock { _ in take(output: output, offset: offset, bytes) }
+        try lock.withLock { _ in try take(output: output, offset: offset, bytes) }
     }
 
-    private func take(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) {
+    /// `bytes` may be a mapped input file: every read of it is guarded (`MappedSource`).
+    private func take(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
         let size = sliceBytes[output]
         var done = 0
         while done < bytes.count {
@@ -36,19 +37,21 @@ final class ChecksumSink: TensorSink, @unchecked Sendable {
             let n = min(bytes.count - done, size - inSlice)
             let part = UnsafeRawBufferPointer(rebasing: bytes[done..<(done + n)])
             if inSlice == next[output][s] {
-                feed(output, s, part)
+                try feed(output, s, part)
                 while let more = pending[output][s].removeValue(forKey: next[output][s]) {
-                    more.withUnsafeBytes { feed(output, s, $0) }
+                    try more.withUnsafeBytes { try feed(output, s, $0) }
                 }
             } else {
-                pending[output][s][inSlice] = Array(part)
+                var copy = [UInt8](repeating: 0, count: n)
+                if let base = part.baseAddress { try copy.withUnsafeMutableBytes { try MappedSource.copy($0.baseAddress!, from: base, count: n) } }
+                pending[output][s][inSlice] = copy
             }
             done += n
         }
     }
 
-    private func feed(_ o: Int, _ s: Int, _ part: UnsafeRawBufferPointer) {
-        crc[o][s] = ns_crc32c(crc[o][s], part.baseAddress, part.count)
+    private func feed(_ o: Int, _ s: Int, _ part: UnsafeRawBufferPointer) throws {
+        crc[o][s] = try MappedSource.crc32c(crc[o][s], part)
         next[o][s] += part.count
     }
 

@@ -39,7 +39,7 @@ struct ImageWindows {
         }
         placed.sort { $0.start < $1.start }
         var windows: [Window] = []
-        var current = TransferPlan(files: plan.files, outputs: plan.outputs)
+        var current = TransferPlan(files: plan.files, fingerprints: plan.fingerprints, outputs: plan.outputs)
         var lo = header.count, hi = header.count
         for (start, p) in placed {
             guard start == hi else {
@@ -81,7 +81,8 @@ final class WindowSink: TensorSink, @unchecked Sendable {
     }
 
     func write(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
-        guard bytes.count > 0, let dst = directPointer(output: output, offset: offset, count: bytes.count) else { return }
-        dst.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        guard bytes.count > 0, let src = bytes.baseAddress,
+              let dst = directPointer(output: output, offset: offset, count: bytes.count) else { return }
+        try MappedSource.copy(dst, from: src, count: bytes.count)
     }
 }

@@ -75,30 +75,21 @@ final class PlanExecutor: Sendable {
     /// Executes `plan` into `sink`. `progress` receives cumulative source bytes done.
     func run(_ plan: TransferPlan, into sink: TensorSink, progress: (@Sendable (Int) -> Void)? = nil) throws -> ExecutionStats {
         let start = monotonicSeconds()
-        // Only the files some piece reads are opened (a rank may not see the others at all).
-        let used = Set(plan.pieces.map(\.source.file))
-        let files = try plan.files.enumerated().map { i, path -> SystemFile? in
-            guard used.contains(i) else { return nil }
-            let f = try SystemFile(readingAt: path)
-            f.adviseSequential()
-            return f
-        }
-        let sizes = try files.map { try $0?.size() ?? 0 }
-        for p in plan.pieces where p.source.offset + p.source.count > sizes[p.source.file] {
-            throw IOError.shortFile(plan.files[p.source.file], size: sizes[p.source.file])
-        }
+        // Only the files some piece reads are opened (a rank may not see the others at all), and
+        // only while they are needed.
+        let files = SourceFiles(plan)
+        defer { files.closeAll() }
         // Whole-output copies the sink takes as they are (mapped), then everything else.
         var remaining = plan
         var adoptedBytes = 0
         remaining.pieces = try plan.pieces.filter { p in
             guard p.transform == .copy, p.destOffset == 0, p.source.count == plan.outputs[p.output].byteCount,
-                  let file = files[p.source.file],
-                  try sink.adopt(file: file, offset: p.source.offset, count: p.source.count, output: p.output)
+                  try sink.adopt(file: try files.file(p.source.file), offset: p.source.offset, count: p.source.count, output: p.output)
             else { return true }
             adoptedBytes += p.source.count
             return false
         }
-        sink.prepareOutputs()
+        try sink.prepareOutputs()
         let adopted = adoptedBytes
         let work = batches(remaining)
         let state = RunState(total: work.count)
@@ -118,6 +109,7 @@ final class PlanExecutor: Sendable {
         }
         if workers == 1 { body(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: body) }
         if let e = state.error { throw e }
+        try files.verifyUnchanged()
         var stats = ExecutionStats()
         stats.bytesRead = state.bytesDone + adoptedBytes
         stats.bytesProduced = plan.bytesToProduce
@@ -125,8 +117,16 @@ final class PlanExecutor: Sendable {
         return stats
     }
 
-    private func process(_ b: Batch, files: [SystemFile?], sink: TensorSink, scratch: ScratchBuffer) throws {
-        guard let file = files[b.file] else { throw InternalError("\(b.file): a batch reads a file that was not opened") }
+    private func process(_ b: Batch, files: SourceFiles, sink: TensorSink, scratch: ScratchBuffer) throws {
+        let file = try files.file(b.file)
+        do {
+            try process(b, file: file, sink: sink, scratch: scratch)
+        } catch {
+            throw MappedSource.explain(error, reading: file, expected: files.fingerprint(b.file))
+        }
+    }
+
+    private func process(_ b: Batch, file: SystemFile, sink: TensorSink, scratch: ScratchBuffer) throws {
         // Plain copies need no user-space source buffer.
         if b.pieces.allSatisfy({ $0.transform == .copy }) {
             var rest: [Piece] = []
@@ -154,7 +154,7 @@ final class PlanExecutor: Sendable {
         } else if p.transform == .copy {
             try sink.write(output: p.output, offset: p.destOffset, UnsafeRawBufferPointer(start: src, count: outCount))
         } else {
-            let dst = scratch.output(count: outCount)
+            let dst = try scratch.output(count: outCount)
             try PlanExecutor.transform(p.transform, src: src, sourceBytes: p.source.count, dst: dst)
             try sink.write(output: p.output, offset: p.destOffset, UnsafeRawBufferPointer(start: dst, count: outCount))
         }
@@ -167,15 +167,19 @@ final class PlanExecutor: Sendable {
         for p in plan.pieces where p.source.file >= tensors.count || p.source.offset + p.source.count > tensors[p.source.file].byteCount {
             throw InternalError("piece reads past the end of in-memory tensor \(p.source.file)")
         }
-        sink.prepareOutputs()
+        try sink.prepareOutputs()
         let state = RunState(total: plan.pieces.count)
         let body: @Sendable (Int) -> Void = { _ in
             let scratch = ScratchBuffer()
             while let i = state.next() {
                 let p = plan.pieces[i]
                 do {
-                    let base = UnsafeRawPointer(tensors[p.source.file].storage.bytes.baseAddress!)
-                    try self.apply(p, src: base + p.source.offset, sink: sink, scratch: scratch)
+                    guard let base = tensors[p.source.file].storage.bytes.baseAddress else { throw InternalError("in-memory tensor \(p.source.file) has no storage") }
+                    try self.apply(p, src: UnsafeRawPointer(base) + p.source.offset, sink: sink, scratch: scratch)
+                } catch is MappedSource.Fault {
+                    state.fail(InputChangedError(path: "the source file mapped under in-memory tensor \(plan.files.indices.contains(p.source.file) ? plan.files[p.source.file] : String(p.source.file))",
+                                                 "it shrank after it was loaded"))
+                    return
                 } catch {
                     state.fail(error)
                     return
@@ -197,16 +201,20 @@ final class PlanExecutor: Sendable {
     static func transform(_ t: Transform, src: UnsafeRawPointer, sourceBytes: Int, dst: UnsafeMutableRawPointer) throws {
         switch t {
         case .copy:
-            dst.copyMemory(from: src, byteCount: sourceBytes)
+            try MappedSource.copy(dst, from: src, count: sourceBytes)
         case let .transpose(rows, cols, from, to):
+            // The source may be a mapped input file: the guarded kernels survive its truncation.
             if from == to {
-                guard ns_transpose_raw(src, dst, rows, cols, from.size) == 0 else {
-                    throw CheckpointError(path: from.rawValue, "cannot transpose \(from.size)-byte elements")
-                }
+                let rc = ns_guarded_transpose_raw(src, dst, rows, cols, from.size)
+                if rc == Int32(NS_SOURCE_FAULT) { throw MappedSource.Fault() }
+                guard rc == 0 else { throw CheckpointError(path: from.rawValue, "cannot transpose \(from.size)-byte elements") }
             } else {
-                guard let a = from.kernelKind, let b = to.kernelKind, ns_transpose(src, a, dst, b, rows, cols) == 0 else {
+                guard let a = from.kernelKind, let b = to.kernelKind else {
                     throw CheckpointError(path: from.rawValue, "cannot convert \(from.rawValue) to \(to.rawValue)")
                 }
+                let rc = ns_guarded_transpose(src, a, dst, b, rows, cols)
+                if rc == Int32(NS_SOURCE_FAULT) { throw MappedSource.Fault() }
+                guard rc == 0 else { throw CheckpointError(path: from.rawValue, "cannot convert \(from.rawValue) to \(to.rawValue)") }
             }
         }
     }
@@ -218,25 +226,33 @@ enum SourceWindow {
     static func with(file: SystemFile, offset: Int, count: Int, scratch: ScratchBuffer,
                      _ body: (UnsafeRawPointer) throws -> Void) throws {
         if try file.withMappedRange(offset: offset, count: count, body) { return }
-        let buffer = scratch.input(count: max(count, 1))
+        let buffer = try scratch.input(count: max(count, 1))
         try file.read(into: UnsafeMutableRawBufferPointer(start: buffer, count: count), at: offset)
         try body(UnsafeRawPointer(buffer))
     }
 }
 
-/// Per-worker reusable buffers that grow to the largest request.
+/// Per-worker reusable buffers that grow to the largest request (from the throwing allocator:
+/// a transposed piece is as large as the input makes it).
 final class ScratchBuffer {
     private var inStorage: TensorStorage?
     private var outStorage: TensorStorage?
 
-    func input(count: Int) -> UnsafeMutableRawPointer {
-        if inStorage == nil || inStorage!.bytes.count < count { inStorage = TensorStorage(count: count) }
-        return inStorage!.bytes.baseAddress!
+    func input(count: Int) throws -> UnsafeMutableRawPointer {
+        try ScratchBuffer.grow(&inStorage, to: count, for: "a worker's read buffer")
     }
 
-    func output(count: Int) -> UnsafeMutableRawPointer {
-        if outStorage == nil || outStorage!.bytes.count < count { outStorage = TensorStorage(count: count) }
-        return outStorage!.bytes.baseAddress!
+    func output(count: Int) throws -> UnsafeMutableRawPointer {
+        try ScratchBuffer.grow(&outStorage, to: count, for: "a worker's transpose buffer")
+    }
+
+    private static func grow(_ storage: inout TensorStorage?, to count: Int, for purpose: String) throws -> UnsafeMutableRawPointer {
+        if let s = storage, s.bytes.count >= count, let base = s.bytes.baseAddress { return base }
+        storage = nil
+        let s = try TensorStorage(count: max(count, 1), for: purpose)
+        storage = s
+        guard let base = s.bytes.baseAddress else { throw InternalError("\(purpose) has no address") }
+        return base
     }
 }
 

@@ -16,18 +16,19 @@ protocol TensorSink: AnyObject, Sendable {
     /// Takes a whole output as it is in `file` (e.g. by mapping it); false when the sink wants bytes.
     /// Called before any other output is written.
     func adopt(file: SystemFile, offset: Int, count: Int, output: Int) throws -> Bool
-    /// Called once after adoption, before pieces are written (from any worker).
-    func prepareOutputs()
+    /// Called once after adoption, before pieces are written (from any worker); allocation fails here.
+    func prepareOutputs() throws
 }
 
 extension TensorSink {
     func copy(from file: SystemFile, offset: Int, count: Int, output: Int, destOffset: Int) throws -> Bool { false }
     func adopt(file: SystemFile, offset: Int, count: Int, output: Int) throws -> Bool { false }
-    func prepareOutputs() {}
+    func prepareOutputs() throws {}
 }
 
 /// Holds every output in memory as a `Tensor`. With `mapWholeCopies`, an output that is a plain
-/// copy of one source range becomes a private copy-on-write mapping of it (no copy, no new pages).
+/// copy of one source range becomes a private copy-on-write mapping of it (no copy, no new pages);
+/// the others get memory from the throwing allocator in `prepareOutputs`, before any worker runs.
 final class MemorySink: TensorSink, @unchecked Sendable {
     let specs: [TensorSpec]
     let names: [String]
@@ -47,14 +48,15 @@ final class MemorySink: TensorSink, @unchecked Sendable {
         return true
     }
 
-    func prepareOutputs() {
-        for i in storages.indices where storages[i] == nil { storages[i] = TensorStorage(count: specs[i].byteCount) }
+    func prepareOutputs() throws {
+        for i in storages.indices where storages[i] == nil {
+            storages[i] = try TensorStorage(count: specs[i].byteCount, for: "tensor \"\(names[i])\" (in memory)")
+        }
     }
 
-    /// The outputs, in plan order.
+    /// The outputs, in plan order (after `prepareOutputs`).
     var tensors: [Tensor] {
-        prepareOutputs()
-        return specs.indices.map { Tensor(dtype: specs[$0].dtype, shape: specs[$0].shape, storage: storages[$0]!) }
+        specs.indices.compactMap { i in storages[i].map { Tensor(dtype: specs[i].dtype, shape: specs[i].shape, storage: $0) } }
     }
 
     func directPointer(output: Int, offset: Int, count: Int) -> UnsafeMutableRawPointer? {
@@ -62,8 +64,11 @@ final class MemorySink: TensorSink, @unchecked Sendable {
     }
 
     func write(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
-        guard bytes.count > 0, let base = storages[output]?.bytes.baseAddress else { return }
-        (base + offset).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        guard bytes.count > 0, let src = bytes.baseAddress, let base = storages[output]?.bytes.baseAddress else {
+            if bytes.count > 0 { throw InternalError("in-memory output \(names[output]) was written before it had memory") }
+            return
+        }
+        try MappedSource.copy(base + offset, from: src, count: bytes.count)
     }
 
     /// The outputs as (name, tensor) pairs in plan order.

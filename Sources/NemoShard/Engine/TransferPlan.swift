@@ -40,11 +40,15 @@ struct Piece: Sendable, Equatable {
 /// Everything one rank must read and produce: source files, output tensors and the pieces between them.
 struct TransferPlan: Sendable {
     var files: [String]
+    /// What each file (by index) was when the plan was made from its header; the executor refuses
+    /// a file that no longer matches, so a shard changed mid-job is an error, not a mixed output.
+    var fingerprints: [Int: FileFingerprint] = [:]
     var outputs: [TensorSpec]
     var pieces: [Piece]
 
-    init(files: [String] = [], outputs: [TensorSpec] = [], pieces: [Piece] = []) {
+    init(files: [String] = [], fingerprints: [Int: FileFingerprint] = [:], outputs: [TensorSpec] = [], pieces: [Piece] = []) {
         self.files = files
+        self.fingerprints = fingerprints
         self.outputs = outputs
         self.pieces = pieces
     }
@@ -62,7 +66,7 @@ struct TransferPlan: Sendable {
     /// The plan of only the outputs at `kept` (ascending), renumbered in that order.
     func keeping(outputs kept: [Int]) -> TransferPlan {
         var index = [Int?](repeating: nil, count: outputs.count)
-        var out = TransferPlan(files: files)
+        var out = TransferPlan(files: files, fingerprints: fingerprints)
         for i in kept {
             index[i] = out.outputs.count
             out.outputs.append(outputs[i])

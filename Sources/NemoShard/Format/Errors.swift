@@ -133,3 +133,18 @@ public struct InternalError: Error, CustomStringConvertible {
     public init(_ message: String) { self.message = message }
     public var description: String { "internal error (please report): \(message)" }
 }
+
+/// An input file that changed while a job read it (replaced, truncated, rewritten): the output
+/// would mix two versions, so nothing is committed.
+public struct InputChangedError: Error, CustomStringConvertible {
+    public let path: String
+    /// What differs from what the job planned from.
+    public let detail: String
+
+    public init(path: String, _ detail: String) {
+        self.path = path
+        self.detail = detail
+    }
+
+    public var description: String { "\(path): changed while the job ran (\(detail)); nothing was committed" }
+}

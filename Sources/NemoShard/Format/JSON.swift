@@ -1,7 +1,9 @@
 /// A JSON value with object keys kept in document order.
 ///
-/// The parser is strict: UTF-8 only, no trailing garbage, no duplicate keys, a nesting limit,
-/// and integers kept exact (so 64-bit offsets never pass through a Double).
+/// The parser is strict: UTF-8 only, no byte order mark, no trailing garbage, no duplicate keys,
+/// a nesting limit, and integers kept exact (so 64-bit offsets never pass through a Double).
+/// Like Python's `json.loads` it reads `NaN`, `Infinity` and `-Infinity` (which `json.dumps`
+/// writes by default, e.g. into a config.json) as doubles, and writing puts them back the same way.
 public indirect enum JSON: Equatable, Sendable {
     case null
     case bool(Bool)
@@ -16,7 +18,8 @@ public indirect enum JSON: Equatable, Sendable {
         case (.null, .null): return true
         case let (.bool(x), .bool(y)): return x == y
         case let (.int(x), .int(y)): return x == y
-        case let (.double(x), .double(y)): return x == y
+        // Documents, not arithmetic: a NaN field equals itself, so a round trip compares equal.
+        case let (.double(x), .double(y)): return x == y || (x.isNaN && y.isNaN)
         case let (.string(x), .string(y)): return x == y
         case let (.array(x), .array(y)): return x == y
         case let (.object(x), .object(y)):
@@ -43,7 +46,20 @@ public indirect enum JSON: Equatable, Sendable {
 public struct JSONError: Error, CustomStringConvertible, Equatable {
     public let message: String
     public let offset: Int
-    public var description: String { "\(message) at byte \(offset)" }
+    /// The message already says where (a byte order mark is always at the start).
+    let messageSaysWhere: Bool
+
+    init(message: String, offset: Int, messageSaysWhere: Bool = false) {
+        self.message = message
+        self.offset = offset
+        self.messageSaysWhere = messageSaysWhere
+    }
+
+    public var description: String { messageSaysWhere ? message : "\(message) at byte \(offset)" }
+
+    /// A UTF-8 byte order mark before the value: named, rather than "unexpected character".
+    static let byteOrderMark = JSONError(message: "starts with a UTF-8 byte order mark (EF BB BF); JSON files must not",
+                                         offset: 0, messageSaysWhere: true)
 }
 
 extension JSON {
@@ -73,6 +89,7 @@ private struct JSONParser {
     func fail(_ message: String) -> JSONError { JSONError(message: message, offset: pos) }
 
     mutating func document() throws -> JSON {
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { throw JSONError.byteOrderMark }
         let value = try self.value()
         skipSpace()
         if pos != bytes.count { throw fail("trailing characters after the JSON value") }
@@ -98,6 +115,8 @@ private struct JSONParser {
         case UInt8(ascii: "t"): try literal("true"); return .bool(true)
         case UInt8(ascii: "f"): try literal("false"); return .bool(false)
         case UInt8(ascii: "n"): try literal("null"); return .null
+        case UInt8(ascii: "N"): try literal("NaN"); return .double(.nan)
+        case UInt8(ascii: "I"): try literal("Infinity"); return .double(.infinity)
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try number()
         default: throw fail("unexpected character")
         }
@@ -236,7 +255,13 @@ private struct JSONParser {
     mutating func number() throws -> JSON {
         let start = pos
         var isInteger = true
-        if bytes[pos] == UInt8(ascii: "-") { pos += 1 }
+        if bytes[pos] == UInt8(ascii: "-") {
+            if pos + 1 < bytes.count, bytes[pos + 1] == UInt8(ascii: "I") {
+                try literal("-Infinity")
+                return .double(-.infinity)
+            }
+            pos += 1
+        }
         guard pos < bytes.count, isDigit(bytes[pos]) else { throw fail("invalid number") }
         if bytes[pos] == UInt8(ascii: "0") {
             pos += 1
@@ -282,10 +307,7 @@ extension JSON {
         case .null: out += "null"
         case let .bool(b): out += b ? "true" : "false"
         case let .int(i): out += String(i)
-        case let .double(d):
-            if d.isFinite, d == d.rounded(), abs(d) < 1e15 { out += String(Int64(d)) + ".0" }
-            else if d.isFinite { out += "\(d)" }
-            else { out += "null" }
+        case let .double(d): out += JSON.number(d)
         case let .string(s): JSON.escape(s, into: &out)
         case let .array(items):
             if items.isEmpty { out += "[]"; return }
@@ -310,6 +332,16 @@ extension JSON {
             newline(&out, indent, level)
             out += "}"
         }
+    }
+
+    /// A double as Python's `json.dumps` writes it: integral values keep a `.0`, `-0.0` its sign,
+    /// and the non-finite values are `NaN`, `Infinity` and `-Infinity`.
+    static func number(_ d: Double) -> String {
+        if d.isNaN { return "NaN" }
+        if d.isInfinite { return d < 0 ? "-Infinity" : "Infinity" }
+        if d == 0 { return d.sign == .minus ? "-0.0" : "0.0" }
+        if d == d.rounded(), abs(d) < 1e15 { return String(Int64(d)) + ".0" }
+        return "\(d)"
     }
 
     private func newline(_ out: inout String, _ indent: Int?, _ level: Int) {

@@ -4,13 +4,15 @@ public final class SafetensorsFile: @unchecked Sendable {
     public let path: String
     public let header: SafetensorsHeader
     let file: SystemFile
+    /// The file as it was when its header was read (a plan made from the header holds only for it).
+    let fingerprint: FileFingerprint
 
     /// Opens and validates `path`.
     public init(path: String) throws {
         self.path = path
         file = try SystemFile(readingAt: path)
-        let size = try file.size()
-        header = try SafetensorsFile.readHeader(file: file, size: size)
+        fingerprint = try file.fingerprint()
+        header = try SafetensorsFile.readHeader(file: file, size: fingerprint.size)
     }
 
     /// Reads and validates just the header of an open file.

@@ -7,29 +7,30 @@ import Glibc
 /// (free page reporting), a fresh huge page measured 2-6x slower to fault in than 512 small ones.
 public final class TensorStorage: @unchecked Sendable {
     public let bytes: UnsafeMutableRawBufferPointer
-    private let mapping: (UnsafeMutableRawPointer, Int)?
+    private let block: Memory.Block
 
-    static let hugePage = 2 << 20
     static let useHugePages = getenv("NEMOSHARD_HUGEPAGES").map { String(cString: $0) == "1" } ?? false
 
-    /// Allocates `count` bytes, page-aligned, uninitialised (zero-filled when mapped).
-    public init(count: Int) {
-        if count >= TensorStorage.hugePage {
-            let align = TensorStorage.useHugePages ? TensorStorage.hugePage : 0
-            let length = count + align
-            if let raw = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED {
-                let start = align == 0 ? raw : raw.alignedUp(toMultipleOf: align)
-                if align != 0 { madvise(start, count, MADV_HUGEPAGE) }
-                mapping = (raw, length)
-                bytes = UnsafeMutableRawBufferPointer(start: start, count: count)
-                return
-            }
-        }
-        var p: UnsafeMutableRawPointer?
-        let rc = posix_memalign(&p, 4096, max(count, 1))
-        guard rc == 0, let p else { fatalError("out of memory allocating \(count) bytes") }
-        mapping = nil
-        bytes = UnsafeMutableRawBufferPointer(start: p, count: count)
+    private init(_ block: Memory.Block) {
+        self.block = block
+        bytes = block.bytes
+    }
+
+    /// Allocates `count` bytes, page-aligned, uninitialised (zero-filled when mapped), through
+    /// `Memory.allocate`: failure is an `AllocationError` naming `purpose`. Every buffer whose size
+    /// comes from the input must be made this way.
+    public convenience init(count: Int, for purpose: @autoclosure () -> String) throws {
+        self.init(try Memory.allocate(bytes: count, for: purpose(), hugePages: TensorStorage.useHugePages))
+    }
+
+    /// Allocates `count` bytes for a buffer whose size does NOT come from the input (a fixed
+    /// scratch size, a test): failure ends the process. Use `init(count:for:)` for anything else.
+    public convenience init(count: Int) {
+        self.init(TensorStorage.allocateOrStop(count))
+    }
+
+    private static func allocateOrStop(_ count: Int) -> Memory.Block {
+        do { return try Memory.allocate(bytes: count, for: "a \(count)-byte buffer", hugePages: useHugePages) } catch { fatalError("\(error)") }
     }
 
     /// A private copy-on-write mapping of `count` bytes at `offset` of `file`, its page tables filled
@@ -45,13 +46,11 @@ public final class TensorStorage: @unchecked Sendable {
               let raw = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, file.fd, off_t(start)),
               raw != MAP_FAILED else { throw IOError("mmap of \(count) bytes at \(offset)", path: file.path) }
         Memory.populate(raw, count: length, forWriting: false)
-        mapping = (raw, length)
-        bytes = UnsafeMutableRawBufferPointer(start: raw + (offset - start), count: count)
+        block = Memory.Block(bytes: UnsafeMutableRawBufferPointer(start: raw + (offset - start), count: count), mapping: (raw, length))
+        bytes = block.bytes
     }
 
-    deinit {
-        if let (raw, length) = mapping { munmap(raw, length) } else { free(bytes.baseAddress) }
-    }
+    deinit { Memory.release(block) }
 }
 
 /// A dense row-major tensor in memory.
@@ -65,6 +64,20 @@ public struct Tensor: @unchecked Sendable {
         self.dtype = dtype
         self.shape = shape
         storage = TensorStorage(count: shape.reduce(1, *) * dtype.size)
+    }
+
+    /// An uninitialised tensor of `dtype` and `shape` whose shape comes from the input: a shape too
+    /// large to hold is an `AllocationError` naming `purpose`.
+    public init(dtype: DType, shape: [Int], for purpose: @autoclosure () -> String) throws {
+        var count = dtype.size
+        for s in shape {
+            let (p, overflow) = count.multipliedReportingOverflow(by: s)
+            guard !overflow, s >= 0 else { throw AllocationError(bytes: Int.max, purpose: purpose()) }
+            count = p
+        }
+        self.dtype = dtype
+        self.shape = shape
+        storage = try TensorStorage(count: count, for: purpose())
     }
 
     /// A tensor over existing storage.

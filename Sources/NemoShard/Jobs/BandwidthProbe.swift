@@ -13,15 +13,27 @@ public enum BandwidthProbe {
     static let tag = 13
 
     /// Collective. Rank 0 sends `bytes` to the last rank `rounds` times; the others wait.
+    /// Memory is had before anything is sent, and every rank learns if a rank could not have it
+    /// (an `AllocationError`): rank 0 allocates the message; the last rank, whose `receive`
+    /// allocates a buffer of the message's size, first checks that it could allocate one.
     public static func run(bytes: Int, rounds: Int, world: Collective) throws -> Result {
         let last = world.size - 1
         var times: [Double] = []
-        let payload = TensorStorage(count: max(bytes, 1))
+        let size = max(bytes, 1)
+        let payload = try world.agree { () -> TensorStorage? in
+            if world.rank == 0 {
+                return try TensorStorage(count: size, for: "the bandwidth probe's message (rank 0)")
+            }
+            if world.rank == last {
+                _ = try TensorStorage(count: size, for: "the bandwidth probe's receive buffer (rank \(last))")
+            }
+            return nil
+        }
         for _ in 0..<max(rounds, 1) {
             try world.quietBarrier()  // idle ranks sleep: on few cores a spinning rank steals the link's CPU
             let t0 = monotonicSeconds()
-            if world.rank == 0, last > 0 {
-                try world.send(UnsafeRawBufferPointer(rebasing: payload.bytes[0..<bytes]), to: last, tag: tag)
+            if world.rank == 0, last > 0, let payload {
+                try world.send(UnsafeRawBufferPointer(rebasing: payload.bytes[0..<max(0, min(bytes, payload.bytes.count))]), to: last, tag: tag)
                 _ = try world.receive(from: last, tag: tag)
             } else if world.rank == last, last > 0 {
                 let got = try world.receive(from: 0, tag: tag)

@@ -1,9 +1,13 @@
+import Glibc
+
 /// Fault injection for the fault tests: `NEMOSHARD_FAILPOINT=NAME:RANK[:ACTION]` makes that rank,
 /// on reaching the point NAME, SIGKILL itself (`kill`, the default: as if the node died there),
 /// wait there until a signal ends it (`hang`: for interrupt tests), or, at points that can fail,
-/// throw (`error`: as if a read failed there). Unset, it costs one getenv.
+/// throw (`error`: as if a read failed there), or pause (`pause`: creates
+/// `$NEMOSHARD_FAILPOINT_DIR/NAME.RANK.reached`, then waits until `$NEMOSHARD_FAILPOINT_DIR/resume`
+/// exists, so a test can change the world between two steps of a job). Unset, it costs one getenv.
 enum Failpoint {
-    enum Action: String { case kill, hang, error }
+    enum Action: String { case kill, hang, error, pause }
 
     static let spec: (name: String, rank: Int, action: Action)? = {
         guard let raw = ProcessFacts.environment("NEMOSHARD_FAILPOINT") else { return nil }
@@ -18,7 +22,14 @@ enum Failpoint {
         switch spec.action {
         case .hang: ProcessFacts.waitForever()
         case .kill, .error: ProcessFacts.killSelf()
+        case .pause: pause(name, rank: rank)
         }
+    }
+
+    private static func pause(_ name: String, rank: Int) {
+        let dir = ProcessFacts.environment("NEMOSHARD_FAILPOINT_DIR") ?? "."
+        try? writeFileAtomically(FS.join(dir, "\(name).\(rank).reached"), [])
+        while !FS.exists(FS.join(dir, "resume")) { usleep(10_000) }
     }
 
     /// A point that can fail: `error` throws here; the other actions are as in `hit`.

@@ -167,7 +167,8 @@ struct HFExport {
         }
     }
 
-    /// Rank 0: the index (every weight sorted by key), config.json and the source's small files.
+    /// Rank 0: the index (every weight sorted by key), config.json and the source's small files
+    /// (checked again as they are copied: `Manifest.extraFileSources`).
     func finish(_ s: Share, staged: StagedOutput) throws {
         var weightMap: [(String, String)] = []
         var totalSize = 0
@@ -180,19 +181,21 @@ struct HFExport {
                                  ("weight_map", .object(weightMap.map { ($0.0, .string($0.1)) }))])
         try writeFileAtomically(staged.stagingPath(HFCheckpoint.indexName), Array(index.serialized(indent: 2).utf8))
         try writeFileAtomically(staged.stagingPath("config.json"), Array(manifest.config.serialized(indent: 2).utf8))
-        for name in manifest.extraFiles where !name.contains("/") {
-            let from = FS.join(manifest.sourceDirectory, name)
-            if FS.exists(from) { try FS.copyFile(from: from, to: staged.stagingPath(name)) }
+        for (name, from) in try manifest.extraFileSources() {
+            try FS.copyFile(from: from, to: staged.stagingPath(name))
         }
     }
 }
 
 extension HFExport {
-    /// The whole export of this rank's `plan` into `output`: numbering, staged writes, index,
-    /// commit, and the report. Collective over the mesh.
+    /// The whole export of this rank's `plan` into `output`: the source's small files checked,
+    /// numbering, staged writes, index, commit, and the report. Collective over the mesh.
     func run(_ plan: TransferPlan, output: String, force: Bool, inputs: [String], started t0: Double,
              execute: (TransferPlan, TensorSink) throws -> ExecutionStats) throws -> JobReport {
         let world = mesh.world
+        // The source's small files are checked before anything is written: a moved source or a
+        // manifest naming a directory that is no checkpoint fails here, not after the shards.
+        _ = try world.agreeOnRoot { try manifest.extraFileSources() }
         let s = try share(plan)
         let t1 = monotonicSeconds()
         var stats = RankStats()

@@ -32,6 +32,8 @@ public enum LoadJob {
         public let tensors: [(String, Tensor)]
         public let manifest: Manifest
         public let report: JobReport
+        /// Every directory and file the state was read from (an export must not replace them).
+        let inputs: [String]
 
         /// The state dict as a dictionary.
         public var stateDict: [String: Tensor] { Dictionary(tensors, uniquingKeysWith: { a, _ in a }) }
@@ -62,6 +64,7 @@ public enum LoadJob {
             return (plan, manifest)
         }
         let t1 = monotonicSeconds()
+        Failpoint.hit("planned", rank: world.rank)
 
         var report = JobReport(command: o.output == nil ? "load (in memory)" : "load", mesh: shape, worldSize: world.size)
         report.outputPath = o.output
@@ -88,16 +91,17 @@ public enum LoadJob {
             stats.peakRSS = ProcessFacts.peakResidentBytes()
             report.phases = [("plan", t1 - t0), ("read+merge", t2 - t1)]
             report.ranks = try RankStats.gather(stats, over: world)
-            return Result(mesh: mesh, experts: range, tensors: sink.namedTensors, manifest: manifest, report: report)
+            return Result(mesh: mesh, experts: range, tensors: sink.namedTensors, manifest: manifest, report: report,
+                          inputs: [o.source] + checkpoint.inputPaths)
         }
 
         let written = try RankFileWriter.write(filePlan, manifest: manifest, range: range, to: outPath, force: o.force,
-                                               inputs: [o.source], world: world, stats: &stats) {
+                                               inputs: [o.source] + checkpoint.inputPaths, world: world, stats: &stats) {
             try executor.run($0, into: $1, progress: progress(of: filePlan))
         }.writtenAt
         let t2 = monotonicSeconds()
         report.phases = [("plan", t1 - t0), ("read+merge+write", written - t1), ("sync+commit", t2 - written)]
         report.ranks = try RankStats.gather(stats, over: world)
-        return Result(mesh: mesh, experts: range, tensors: [], manifest: manifest, report: report)
+        return Result(mesh: mesh, experts: range, tensors: [], manifest: manifest, report: report, inputs: [o.source] + checkpoint.inputPaths)
     }
 }

@@ -18,6 +18,8 @@ final class OutputDirectory {
     private var lock: OutputLock?
     /// The staging directory of this job (set by `prepare`).
     private(set) var staging: String?
+    /// The output's resolved absolute path (set by `prepare`): what is committed.
+    private var target: String?
 
     /// Checks the name only (no file system access): `''`, `.`, `..` and `/` are usage errors.
     init(path: String) throws {
@@ -36,30 +38,26 @@ final class OutputDirectory {
     var oldPrefix: String { ".\(name).nemoshard-old." }
 
     /// Rank 0 (and the leader of every node whose disk rank 0 cannot reach): checks the target
-    /// against `inputs`, takes the lock, repairs what a killed job left, and creates a fresh
-    /// staging directory (named `stagingName` when given, else a new unique name), whose path it
-    /// returns.
+    /// against `inputs` (every directory and file the job reads) by identity, takes the lock,
+    /// repairs what a killed job left, and creates a fresh staging directory (named `stagingName`
+    /// when given, else a new unique name) holding the provenance marker, whose path it returns.
     func prepare(force: Bool, inputs: [String], stagingName: String? = nil) throws -> String {
-        let target = try FS.join(OutputDirectory.resolvedParent(parent), name)
-        for input in inputs {
-            let source = FS.realPath(input)
-            if target == source || target.hasPrefix(source == "/" ? "/" : source + "/") {
-                throw UsageError("output directory \(path) is inside the input \(input)")
-            }
-            if source.hasPrefix(target + "/") {
-                throw UsageError("the input \(input) is inside the output directory \(path)")
-            }
-        }
+        let target = try FS.resolveForCreation(path)
+        let realParent = FS.parent(target)
+        let inputSet = try InputSet(inputs)
+        try inputSet.check(output: target, given: path)
         try checkTarget(target, force: force)
-        try FS.makeDirectories(parent)
-        guard FS.isWritableDirectory(parent) else { throw UsageError("cannot write into \(parent)") }
-        let realParent = FS.realPath(parent)
+        try FS.makeDirectories(realParent)
+        guard FS.isWritableDirectory(realParent) else { throw UsageError("cannot write into \(parent)") }
+        // Created directories are real, so the parent resolves to itself; checked again all the same.
+        guard FS.realPath(realParent) == realParent else { throw OutputError(path: path, "changed its parent directory while the job started") }
         let lock = try OutputLock(path: FS.join(realParent, ".\(name).nemoshard-lock"), output: path)
         self.lock = lock
         Interruption.register(lock: lock.path)
         do {
-            try repair(lock.leftover, in: realParent, target: target, inputs: inputs)
-            try checkTarget(target, force: force)  // again, under the lock
+            try repair(lock.leftover, in: realParent, target: target, inputs: inputSet)
+            try inputSet.check(output: target, given: path)  // again, under the lock
+            try checkTarget(target, force: force)
             let unique = stagingPrefix + "\(ProcessFacts.id)-\(String(UInt32.random(in: .min ... .max), radix: 16))"
             let dir = FS.join(realParent, stagingName ?? unique)
             guard FS.baseName(dir).hasPrefix(stagingPrefix) else { throw InternalError("staging name \(dir) is not this output's") }
@@ -68,7 +66,9 @@ final class OutputDirectory {
             try lock.note("staging", FS.baseName(dir))
             try FS.makeDirectory(dir)
             staging = dir
+            self.target = target
             Interruption.register(directory: dir)
+            try OutputProvenance.mark(dir)
             return dir
         } catch {
             releaseLock()
@@ -76,22 +76,7 @@ final class OutputDirectory {
         }
     }
 
-    /// The real path of `parent`, or of its deepest existing ancestor joined with the rest (so an
-    /// output under a directory still to be created is compared with the inputs before creating it).
-    static func resolvedParent(_ parent: String) throws -> String {
-        var rest: [String] = []
-        var p = parent
-        while true {
-            if let s = try FileStatus.of(p, followLinks: true) {
-                guard s.kind == .directory else { throw UsageError("cannot create the output under \(p): it is \(s.kind.noun)") }
-                return rest.reversed().reduce(FS.realPath(p)) { FS.join($0, $1) }
-            }
-            if p == "/" || p == "." { return FS.realPath(p) }
-            rest.append(FS.baseName(p))
-            p = FS.parent(p)
-        }
-    }
-
+    /// Refuses a link, and an existing output unless `force` and it is nemoshard's own.
     private func checkTarget(_ target: String, force: Bool) throws {
         guard let s = try FileStatus.of(target, followLinks: false) else { return }
         if s.kind == .symbolicLink {
@@ -99,20 +84,19 @@ final class OutputDirectory {
         }
         guard force else { throw UsageError("output directory \(path) exists; pass --force to replace it") }
         guard s.kind == .directory else { throw UsageError("output \(path) exists and is \(s.kind.noun), not a directory") }
+        guard try OutputProvenance.isOurs(target) else {
+            throw UsageError("output \(path) exists and is not a nemoshard output; --force replaces only nemoshard's own outputs: remove it yourself")
+        }
     }
 
     /// Undoes what a killed job recorded: restores an old checkpoint set aside by an interrupted
     /// commit, then removes its staging and old directories. Only real directories with this
     /// output's staging or old prefix are touched, and never one that is or holds an input.
-    private func repair(_ record: [String: String], in realParent: String, target: String, inputs: [String]) throws {
+    private func repair(_ record: [String: String], in realParent: String, target: String, inputs: InputSet) throws {
         func ours(_ key: String, _ prefix: String) -> String? {
-            guard let n = record[key], n.hasPrefix(prefix), !n.contains("/") else { return nil }
+            guard let n = record[key], n.hasPrefix(prefix), !n.contains("/"), !n.contains("\0") else { return nil }
             let p = FS.join(realParent, n)
-            guard (try? FileStatus.of(p, followLinks: false))??.kind == .directory else { return nil }
-            for input in inputs {
-                let source = FS.realPath(input)
-                if source == p || source.hasPrefix(p + "/") { return nil }
-            }
+            guard (try? FileStatus.of(p, followLinks: false))??.kind == .directory, !inputs.touches(p) else { return nil }
             return p
         }
         if let old = ours("old", oldPrefix), !FS.exists(target) {
@@ -125,19 +109,15 @@ final class OutputDirectory {
         }
     }
 
-    /// Path of `name` inside the staging directory.
-    func stagingPath(_ file: String) -> String { FS.join(staging ?? "", file) }
-
     /// Rank 0: swaps the staging directory into place (replacing an old checkpoint only with
     /// `force`), removes the old one, and releases the lock.
     func commit(force: Bool) throws {
-        guard let staging, let lock else { throw OutputError(path: path, "was not prepared") }
+        guard let staging, let lock, let target else { throw OutputError(path: path, "was not prepared") }
         // From here a signal leaves the lock record to the next job instead of cleaning up.
         Interruption.unregister(directory: staging)
         Interruption.unregister(lock: lock.path)
         FS.syncDirectory(staging)
-        let realParent = FS.realPath(parent)
-        let target = FS.join(realParent, name)
+        let realParent = FS.parent(target)
         try checkTarget(target, force: force)
         if FS.exists(target) {
             if try FS.exchange(staging, target) {

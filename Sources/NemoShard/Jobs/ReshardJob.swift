@@ -45,7 +45,7 @@ public enum ReshardJob {
         stats.tensors = plan.outputs.count
         let executor = PlanExecutor(chunkBytes: o.chunkBytes, threads: o.threads)
         let exchange = RowExchange(source: source, world: world, plans: plans)
-        _ = try RankFileWriter.write(plan, manifest: manifest, range: range, to: o.output, force: o.force, inputs: [o.source],
+        _ = try RankFileWriter.write(plan, manifest: manifest, range: range, to: o.output, force: o.force, inputs: [o.source] + source.inputPaths,
                                      world: world, stats: &stats) { _, sink in try exchange.run(executor: executor, into: sink) }
         let t2 = monotonicSeconds()
         var report = JobReport(command: "reshard \(old.mesh) -> \(shape)", mesh: shape, worldSize: world.size)

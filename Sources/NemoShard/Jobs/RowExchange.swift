@@ -51,6 +51,10 @@ struct RowExchange {
                     do {
                         guard p.transform == .copy else { throw InternalError("reshard pieces are copies") }
                         let file = try opened[p.source.file] ?? SystemFile(readingAt: source.path(ofRank: p.source.file))
+                        if opened[p.source.file] == nil, source.fingerprints.indices.contains(p.source.file),
+                           let want = source.fingerprints[p.source.file] {
+                            try file.check(against: want)
+                        }
                         opened[p.source.file] = file
                         try message.withUnsafeMutableBytes {
                             try file.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[1...]), at: p.source.offset)

@@ -45,14 +45,16 @@ public enum SaveHFJob {
         let mesh = try DeviceMesh(shape: m.mesh, world: world)
         let filter = try world.agree { try o.exclude.map { try KeyFilter(pattern: $0) } }
         let rankFile = source.path(ofRank: world.rank)
-        let plan = try world.agree {
+        var plan = try world.agree {
             try ExportPlanner(manifest: m, exclude: filter).plan(rank: world.rank, writesExperts: mesh.isPrimaryReplica, sources: [rankFile]) { name in
                 source.locations[world.rank][name].map { ExportPlanner.Location(file: 0, offset: $0.offset) }
             }
         }
+        if source.fingerprints.indices.contains(world.rank), let recorded = source.fingerprints[world.rank] { plan.fingerprints[0] = recorded }
+        let inputs = [o.source] + source.inputPaths + [m.sourceDirectory] + m.extraFiles.map { FS.join(m.sourceDirectory, $0) }
         let executor = PlanExecutor(chunkBytes: o.chunkBytes, threads: o.threads)
         var report = try HFExport(manifest: m, mesh: mesh, maxShardBytes: o.maxShardBytes, gather: o.gather)
-            .run(plan, output: o.output, force: o.force, inputs: [o.source], started: t0) { try executor.run($0, into: $1) }
+            .run(plan, output: o.output, force: o.force, inputs: inputs, started: t0) { try executor.run($0, into: $1) }
         report.command = o.gather ? "save-hf --gather" : "save-hf"
         return report
     }
@@ -80,7 +82,7 @@ public enum ToHFJob {
         let tensors = loaded.tensors.map(\.1)
         let executor = PlanExecutor(threads: o.threads)
         var report = try HFExport(manifest: m, mesh: loaded.mesh, maxShardBytes: o.maxShardBytes, gather: o.gather)
-            .run(plan, output: o.output, force: o.force, inputs: [m.sourceDirectory], started: t0) {
+            .run(plan, output: o.output, force: o.force, inputs: loaded.inputs, started: t0) {
                 try executor.run($0, from: tensors, into: $1)
             }
         report.command = o.gather ? "to-hf from memory --gather" : "to-hf from memory"

@@ -22,16 +22,19 @@ extension ShardedCheckpoint {
         let readers = (0..<n).map { f in f < world.size && visible[f][f] ? f : (0..<world.size).first { visible[$0][f] } ?? 0 }
         let mine = manifest.ranks.filter { readers[$0.rank] == world.rank }
         let tables = try world.agree {
-            Dictionary(uniqueKeysWithValues: try mine.map { ($0.rank, try rankFileLocations(of: $0, in: directory, manifest: manifest)) })
+            Dictionary(uniqueKeysWithValues: try mine.map { ($0.rank, try rankFile(of: $0, in: directory, manifest: manifest)) })
         }
         var locations = [[String: Location]](repeating: [:], count: n)
+        var fingerprints = [FileFingerprint?](repeating: nil, count: n)
         for part in try world.allgather(tables) {
-            for (r, table) in part {
+            for (r, facts) in part {
                 guard r >= 0, r < n else { throw InternalError("location table of rank \(r)") }
-                locations[r] = table
+                locations[r] = facts.locations
+                fingerprints[r] = facts.fingerprint
             }
         }
-        var checkpoint = ShardedCheckpoint(directory: FS.realPath(directory), manifest: manifest, locations: locations)
+        var checkpoint = ShardedCheckpoint(directory: FS.realPath(directory), manifest: manifest, locations: locations,
+                                           fingerprints: fingerprints)
         checkpoint.visible = visible
         checkpoint.readers = readers
         return checkpoint
@@ -41,7 +44,10 @@ extension ShardedCheckpoint {
 extension DCPCheckpoint {
     /// Rank 0 reads every header and checks the chunks; the others receive the result.
     public static func openShared(_ directory: String, world: Collective) throws -> DCPCheckpoint {
-        let bytes = try world.agreeOnRoot { Array(try DCPCheckpoint.open(directory).toJSON().serialized().utf8) }
-        return try DCPCheckpoint(json: try JSON.parse(try world.broadcast(bytes ?? [], root: 0)))
+        let opened = try world.agreeOnRoot { try DCPCheckpoint.open(directory) }
+        let bytes = opened.map { Array($0.toJSON().serialized().utf8) }
+        var checkpoint = try DCPCheckpoint(json: try JSON.parse(try world.broadcast(bytes ?? [], root: 0)))
+        checkpoint.fingerprints = try world.broadcast(opened?.fingerprints ?? [:])
+        return checkpoint
     }
 }

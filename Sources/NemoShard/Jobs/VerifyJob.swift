@@ -102,7 +102,7 @@ public enum VerifyJob {
         let slices = outs.indices.map { v.grouped[$0] ? outs[$0].shape.first ?? 0 : 1 }
         func owner(_ o: Int, _ s: Int) -> Int { Int((fnv1a(outs[o].name) &+ UInt64(s)) % UInt64(world.size)) }
         func share(of rank: Int) -> TransferPlan {
-            var share = TransferPlan(files: v.plan.files, outputs: outs)
+            var share = TransferPlan(files: v.plan.files, fingerprints: v.plan.fingerprints, outputs: outs)
             for p in v.plan.pieces {
                 let sliceBytes = slices[p.output] > 0 ? outs[p.output].byteCount / slices[p.output] : 0
                 let outBytes = p.transform.outputBytes(sourceBytes: p.source.count)

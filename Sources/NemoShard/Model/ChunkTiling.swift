@@ -1,8 +1,8 @@
 /// Chunks of a row-major global tensor, each a box at `offsets` with extent `shape`: the global
-/// shape they span, whether they tile it exactly (no overlap, no gap), and the copy of one chunk
-/// into the global buffer.
+/// shape they span, whether they tile it exactly (no overlap, no gap), where each chunk's bytes
+/// land in the global tensor (`Runs`), and the copy of one chunk into a global buffer.
 public enum ChunkTiling {
-    /// The largest global tensor nemoshard assembles (16 TiB); beyond it the shape is surely corrupt.
+    /// The largest global tensor nemoshard writes (16 TiB); beyond it the shape is surely corrupt.
     public static let maxGlobalBytes = 1 << 44
 
     /// The shape the chunks span: per dimension, the largest `offset + extent`. An error (naming
@@ -62,50 +62,109 @@ public enum ChunkTiling {
             }
         }
         let total = globalShape.reduce(1, *)
-        let covered = chunks.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        var covered = 0
+        for c in chunks {
+            let (sum, overflow) = covered.addingReportingOverflow(c.shape.reduce(1, *))
+            guard !overflow else { throw CheckpointError(path: directory, "tensor \"\(tensor)\": its chunks hold more elements than its global shape \(globalShape)") }
+            covered = sum
+        }
         guard covered == total else {
             throw CheckpointError(path: directory, "tensor \"\(tensor)\": its \(chunks.count) chunk(s) hold \(covered) of the \(total) elements of its global shape \(globalShape) (a gap)")
         }
     }
 
-    /// Copies a chunk's row-major bytes into the row-major buffer of the global tensor.
-    /// Contiguous runs are as long as the chunk spans whole trailing dimensions.
-    public static func place(_ chunk: UnsafeRawBufferPointer, shape: [Int], offsets: [Int],
-                             into global: UnsafeMutableRawBufferPointer, globalShape: [Int], elementSize: Int) {
-        let n = shape.count
-        guard n > 0 else {
-            if chunk.count >= elementSize, global.count >= elementSize, let s = chunk.baseAddress, let g = global.baseAddress {
-                g.copyMemory(from: s, byteCount: elementSize)
+    /// Where a chunk's bytes land in its row-major global tensor: `count` runs of `run` bytes each,
+    /// every run contiguous both in the chunk and in the global tensor, in the same (increasing)
+    /// order in both. Run r is bytes `r * run ..< (r + 1) * run` of the chunk and starts `dest`
+    /// bytes into the global tensor when the cursor is on it. A run spans the chunk's innermost
+    /// dimensions up to the first one (from the inside) the chunk does not span whole, so a
+    /// row-split chunk is one run and a column-split chunk is one run per row.
+    /// The chunk must lie inside `globalShape` (as `globalShape(of:)` and `checkTiling` ensure).
+    public struct Runs: Sendable {
+        /// Bytes in one run.
+        public let run: Int
+        /// Runs in the chunk (0 for a chunk with no elements).
+        public let count: Int
+        /// The run the cursor is on (`count` when done).
+        public private(set) var number = 0
+        /// Byte offset in the global tensor of the current run.
+        public private(set) var dest = 0
+        /// Byte offset in the chunk of the current run.
+        public var source: Int { number * run }
+        public var done: Bool { number >= count }
+
+        private let offsets: [Int]
+        /// Element strides of the global tensor, dims 0...j.
+        private let globalStride: [Int]
+        private let shape: [Int]
+        private let elementSize: Int
+        /// Index of the current run in the chunk's dims 0..<j.
+        private var index: [Int]
+
+        public init(shape: [Int], offsets: [Int], globalShape: [Int], elementSize: Int) {
+            let n = shape.count
+            self.shape = shape
+            self.offsets = offsets
+            self.elementSize = elementSize
+            guard n > 0 else {  // a scalar: one element
+                run = elementSize
+                count = 1
+                globalStride = []
+                index = []
+                return
             }
-            return
-        }
-        guard shape.allSatisfy({ $0 > 0 }), let src = chunk.baseAddress, let dst = global.baseAddress else { return }
-        // Element strides of the chunk and of the global tensor.
-        var cStride = [Int](repeating: 1, count: n), gStride = [Int](repeating: 1, count: n)
-        for d in stride(from: n - 2, through: 0, by: -1) {
-            cStride[d] = cStride[d + 1] * shape[d + 1]
-            gStride[d] = gStride[d + 1] * globalShape[d + 1]
-        }
-        // j: the outermost dim of the contiguous run (every dim after it is whole).
-        var j = n - 1
-        while j > 0 && shape[j] == globalShape[j] { j -= 1 }
-        let run = shape[j] * cStride[j] * elementSize
-        var index = [Int](repeating: 0, count: j)
-        while true {
-            var s = 0, g = offsets[j] * gStride[j]
-            for d in 0..<j {
-                s += index[d] * cStride[d]
-                g += (index[d] + offsets[d]) * gStride[d]
+            var cStride = [Int](repeating: 1, count: n), gStride = [Int](repeating: 1, count: n)
+            for d in stride(from: n - 2, through: 0, by: -1) {
+                cStride[d] = cStride[d + 1] * shape[d + 1]
+                gStride[d] = gStride[d + 1] * globalShape[d + 1]
             }
-            (dst + g * elementSize).copyMemory(from: src + s * elementSize, byteCount: run)
-            var d = j - 1
+            // j: the outermost dim of a run (every dim after it is whole).
+            var j = n - 1
+            while j > 0 && shape[j] == globalShape[j] { j -= 1 }
+            globalStride = Array(gStride[0...j])
+            index = [Int](repeating: 0, count: j)
+            guard shape.allSatisfy({ $0 > 0 }) else {
+                run = 0
+                count = 0
+                return
+            }
+            run = shape[j] * cStride[j] * elementSize
+            count = shape[0..<j].reduce(1, *)
+            dest = destination()
+        }
+
+        /// Byte offset in the global tensor of the run at `index`.
+        private func destination() -> Int {
+            guard let j = globalStride.indices.last else { return 0 }
+            var g = offsets[j] * globalStride[j]
+            for d in 0..<j { g += (index[d] + offsets[d]) * globalStride[d] }
+            return g * elementSize
+        }
+
+        /// Moves to the next run.
+        public mutating func advance() {
+            guard !done else { return }
+            number += 1
+            var d = index.count - 1
             while d >= 0 {
                 index[d] += 1
                 if index[d] < shape[d] { break }
                 index[d] = 0
                 d -= 1
             }
-            if d < 0 { break }
+            if d < 0 { number = count } else { dest = destination() }
+        }
+    }
+
+    /// Copies a chunk's row-major bytes into the row-major buffer of the global tensor.
+    public static func place(_ chunk: UnsafeRawBufferPointer, shape: [Int], offsets: [Int],
+                             into global: UnsafeMutableRawBufferPointer, globalShape: [Int], elementSize: Int) {
+        guard let src = chunk.baseAddress, let dst = global.baseAddress else { return }
+        var runs = Runs(shape: shape, offsets: offsets, globalShape: globalShape, elementSize: elementSize)
+        while !runs.done {
+            guard runs.source + runs.run <= chunk.count, runs.dest + runs.run <= global.count else { return }
+            (dst + runs.dest).copyMemory(from: src + runs.source, byteCount: runs.run)
+            runs.advance()
         }
     }
 }

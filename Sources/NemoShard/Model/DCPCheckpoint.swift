@@ -1,9 +1,11 @@
 /// A `torch.distributed.checkpoint` directory in the Hugging Face safetensors layout, as
 /// `HuggingFaceStorageWriter(save_distributed=True)` writes it: files
 /// `shard-SSSSS-model-IIIII-of-NNNNN.safetensors` (rank S+1's chunks of the tensors that belong in
-/// output file I of N), in the directory itself or under `sharded/`. Each file's
+/// output file I of N), in the directory itself or under `sharded/` (never both). Each file's
 /// `DCP_SHARDING_INFO` metadata gives every chunk's offsets in its global tensor (no entry: the
-/// file holds whole tensors). `open` checks that the chunks of every tensor tile it exactly.
+/// file holds whole tensors). `open` checks that every output file 1...N has shard files, that the
+/// chunks of every tensor tile it exactly, and, where torch's consolidation sits beside the
+/// shards, that the global shapes agree with it.
 public struct DCPCheckpoint: Sendable {
     /// One piece of a global tensor, stored whole in one file.
     public struct Chunk: Sendable, Equatable {
@@ -34,6 +36,13 @@ public struct DCPCheckpoint: Sendable {
     public let fileCount: Int
     /// Every tensor, ordered by output file, then name.
     public let tensors: [GlobalTensor]
+    /// Each shard file (by name) as it was when its header was read.
+    var fingerprints: [String: FileFingerprint] = [:]
+
+    /// Every file a job reading this checkpoint reads, and the directory itself.
+    var inputPaths: [String] {
+        [directory] + Set(tensors.flatMap { $0.chunks.map(\.file) }).sorted().map { FS.join(directory, $0) }
+    }
 
     /// Where torch puts the shard files when it also consolidates (`enable_consolidation=True`).
     public static let shardsSubdirectory = "sharded"
@@ -56,23 +65,35 @@ public struct DCPCheckpoint: Sendable {
         "model-\(pad5(index))-of-\(pad5(count)).safetensors"
     }
 
-    /// Finds the shard files, reads every header and checks the chunks.
+    /// Finds the shard files, reads every header and checks the chunks: that every output file
+    /// 1...N has shard files, that the chunks of every tensor tile it, and, where the directory
+    /// also holds torch's consolidation of the checkpoint (`model.safetensors.index.json`,
+    /// `model-IIIII-of-NNNNN.safetensors`), that the tensors agree with it (`checkReference`).
     public static func open(_ path: String) throws -> DCPCheckpoint {
         try FS.requireDirectory(path)
         var directory = path
-        var names = try FS.list(path).filter { parseFileName($0) != nil }
+        var names = try FS.list(path).filter { parseFileName($0) != nil }.sorted()
         let sub = FS.join(path, shardsSubdirectory)
-        if names.isEmpty, FS.isDirectory(sub) {
-            directory = sub
-            names = try FS.list(sub).filter { parseFileName($0) != nil }
+        if FS.isDirectory(sub) {
+            let inSub = try FS.list(sub).filter { parseFileName($0) != nil }
+            if !inSub.isEmpty {
+                // torch puts the shards under sharded/ or beside it, never both: a file beside it is
+                // left from another checkpoint, and reading either set alone could give wrong tensors.
+                if let stray = names.first {
+                    throw CheckpointError(path: FS.join(path, stray), "a DCP shard file beside \(shardsSubdirectory)/, which holds shard files too: move one set away")
+                }
+                directory = sub
+                names = inSub.sorted()
+            }
         }
         guard !names.isEmpty else {
             throw CheckpointError(path: path, "no DCP shard files (shard-NNNNN-model-NNNNN-of-NNNNN.safetensors) here or under \(shardsSubdirectory)/")
         }
-        names.sort()
         var fileCount: Int?
+        var models = Set<Int>()
         var collected: [String: (dtype: DType, fileIndex: Int, chunks: [Chunk])] = [:]
         var order: [String] = []
+        var fingerprints: [String: FileFingerprint] = [:]
         for name in names {
             guard let parsed = parseFileName(name) else { continue }
             let filePath = FS.join(directory, name)
@@ -80,7 +101,9 @@ public struct DCPCheckpoint: Sendable {
                 throw CheckpointError(path: filePath, "names \(parsed.of) output files, but \(names[0]) names \(n)")
             }
             fileCount = parsed.of
+            models.insert(parsed.model)
             let file = try SafetensorsFile(path: filePath)
+            fingerprints[name] = file.fingerprint
             let metadata = Dictionary(file.header.metadata, uniquingKeysWith: { a, _ in a })
             let info = try metadata[DCPShardingInfo.metadataKey].map { try DCPShardingInfo.parse($0, path: filePath) }
             if let info {
@@ -120,15 +143,98 @@ public struct DCPCheckpoint: Sendable {
                 }
             }
         }
+        let count = fileCount ?? 1
+        // Every output file 1...N must have shard files (the N in the names says how many there are).
+        var expected = 1
+        for m in models.sorted() {
+            guard m == expected else { break }
+            expected += 1
+        }
+        if expected <= count {
+            let missing = outputFileName(expected, of: count).dropLast(".safetensors".count)
+            throw CheckpointError(path: directory, "no shard file of \(missing) (shard-NNNNN-\(missing).safetensors): the checkpoint is incomplete")
+        }
         var tensors: [GlobalTensor] = []
+        var total = 0
         for name in order {
             guard let c = collected[name] else { continue }
             let shape = try ChunkTiling.globalShape(of: c.chunks, dtype: c.dtype, tensor: name, directory: directory)
             try ChunkTiling.checkTiling(c.chunks, globalShape: shape, tensor: name, directory: directory)
-            tensors.append(GlobalTensor(name: name, dtype: c.dtype, shape: shape, fileIndex: c.fileIndex, chunks: c.chunks))
+            let t = GlobalTensor(name: name, dtype: c.dtype, shape: shape, fileIndex: c.fileIndex, chunks: c.chunks)
+            // Bounded far below Int.max, so no sum of tensor bytes (with headers) downstream can overflow.
+            let (sum, overflow) = total.addingReportingOverflow(t.byteCount)
+            guard !overflow, sum <= ChunkTiling.maxGlobalBytes << 12 else {
+                throw CheckpointError(path: directory, "tensor \"\(name)\": the tensors up to it hold more bytes than nemoshard accepts")
+            }
+            total = sum
+            tensors.append(t)
+        }
+        let holding = Set(tensors.map(\.fileIndex))
+        if let empty = (1...count).first(where: { !holding.contains($0) }) {
+            let model = outputFileName(empty, of: count).dropLast(".safetensors".count)
+            throw CheckpointError(path: directory, "the shard files of \(model) hold no tensor: the checkpoint is incomplete")
         }
         tensors.sort { ($0.fileIndex, $0.name) < ($1.fileIndex, $1.name) }
-        return DCPCheckpoint(directory: FS.realPath(directory), fileCount: fileCount ?? 1, tensors: tensors)
+        var checkpoint = DCPCheckpoint(directory: FS.realPath(directory), fileCount: count, tensors: tensors)
+        checkpoint.fingerprints = fingerprints
+        // torch's consolidation (enable_consolidation=True) sits beside sharded/.
+        let reference = directory != path || FS.baseName(path) != shardsSubdirectory ? path : FS.parent(path)
+        try checkpoint.checkReference(in: reference)
+        return checkpoint
+    }
+
+    /// Checks the tensors against torch's consolidation of this checkpoint where `reference` holds
+    /// one (torch writes it beside `sharded/`): each consolidated file
+    /// `model-IIIII-of-NNNNN.safetensors` there must hold exactly the tensors of output file I, each
+    /// with the global shape and dtype its chunks tile; the index (`model.safetensors.index.json`)
+    /// must put every tensor in the output file its shard files name and no other tensor anywhere,
+    /// and its `total_size` must be the tensors' bytes. So a shard file gone missing (which can
+    /// leave a tensor that still tiles, only smaller) is caught wherever the global shapes are on
+    /// record. Every error is one line naming the tensor.
+    func checkReference(in reference: String) throws {
+        let byName = Dictionary(tensors.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        for index in 1...max(fileCount, 1) {
+            let name = DCPCheckpoint.outputFileName(index, of: fileCount)
+            let path = FS.join(reference, name)
+            guard FS.exists(path) else { continue }
+            let file = try SafetensorsFile(path: path)
+            var seen = Set<String>()
+            for r in file.header.tensors {
+                guard let t = byName[r.name], t.fileIndex == index else {
+                    throw CheckpointError(path: path, "tensor \"\(r.name)\" is here, but in no shard file of \(name.dropLast(".safetensors".count))")
+                }
+                guard r.shape == t.shape, r.dtype == t.dtype else {
+                    throw CheckpointError(path: path, "tensor \"\(r.name)\": \(r.dtype.rawValue) \(r.shape) here, but its chunks tile \(t.dtype.rawValue) \(t.shape)")
+                }
+                seen.insert(r.name)
+            }
+            if let absent = tensors.first(where: { $0.fileIndex == index && !seen.contains($0.name) }) {
+                throw CheckpointError(path: path, "tensor \"\(absent.name)\" of the shard files of \(name.dropLast(".safetensors".count)) is not here")
+            }
+        }
+        let indexPath = FS.join(reference, HFCheckpoint.indexName)
+        if FS.exists(indexPath) {
+            let bytes = try readWholeFile(indexPath, limit: ReadLimit.index)
+            let weightMap = try HFCheckpoint.parseIndex(bytes, path: indexPath)
+            var listed = Set<String>()
+            for (name, file) in weightMap {
+                guard let t = byName[name] else {
+                    throw CheckpointError(path: indexPath, "tensor \"\(name)\" (in \(file)) is in no shard file")
+                }
+                let want = DCPCheckpoint.outputFileName(t.fileIndex, of: fileCount)
+                guard file == want else {
+                    throw CheckpointError(path: indexPath, "tensor \"\(name)\" is in \(file), but its shard files put it in \(want)")
+                }
+                listed.insert(name)
+            }
+            if let unlisted = tensors.first(where: { !listed.contains($0.name) }) {
+                throw CheckpointError(path: indexPath, "tensor \"\(unlisted.name)\" of the shard files is not in its weight_map")
+            }
+            let total = tensors.reduce(0) { $0 + $1.byteCount }  // no overflow: `open` checked the sum
+            if let declared = (try? JSON.parse(bytes))?["metadata"]?["total_size"]?.intValue, declared != Int64(total) {
+                throw CheckpointError(path: indexPath, "metadata total_size is \(declared) bytes, but the tensors the shard files tile hold \(total)")
+            }
+        }
     }
 
     public init(directory: String, fileCount: Int, tensors: [GlobalTensor]) {

@@ -1,17 +1,55 @@
 import Foundation
 
-/// Python `re.match` over keys: a pattern anchored at the start of the key only.
-struct KeyFilter: @unchecked Sendable {
+/// Why an exclude pattern cannot be used: it is not a regular expression, or it would leave the
+/// export without a single tensor (an empty checkpoint, which nemoshard itself refuses to read).
+public struct ExcludePatternError: Error, CustomStringConvertible, Equatable {
+    public enum Reason: Sendable, Equatable {
+        case invalidRegularExpression
+        case removesEveryTensor
+    }
+
+    public let pattern: String
+    public let reason: Reason
+
+    public init(pattern: String, _ reason: Reason) {
+        self.pattern = pattern
+        self.reason = reason
+    }
+
+    public var description: String {
+        switch reason {
+        case .invalidRegularExpression: return "the exclude pattern \(quoted(pattern)) is not a valid regular expression"
+        case .removesEveryTensor: return "the exclude pattern \(quoted(pattern)) removes every tensor; nothing would be exported"
+        }
+    }
+
+    /// The pattern in double quotes, with quotes, backslashes and control characters escaped, so
+    /// the message stays one line whatever the pattern holds.
+    private func quoted(_ s: String) -> String {
+        var out = ""
+        JSON.escape(s, into: &out)
+        return out
+    }
+}
+
+/// Python `re.match(pattern, key)` over keys: a match must start at the first character of the
+/// key and may end anywhere (not a search, not a full match); the empty pattern matches every key.
+/// The syntax is ICU's (NSRegularExpression), which agrees with Python's `re` for the patterns
+/// used on tensor names (literals, escapes, classes, groups, alternation, quantifiers).
+public struct KeyFilter: @unchecked Sendable {
+    public let pattern: String
     let regex: NSRegularExpression
 
-    init(pattern: String) throws {
-        do { regex = try NSRegularExpression(pattern: pattern) } catch {
-            throw UsageError("--exclude: invalid regular expression \"\(pattern)\"")
+    public init(pattern: String) throws {
+        self.pattern = pattern
+        // Foundation refuses an empty pattern; the empty group is the same regular expression.
+        do { regex = try NSRegularExpression(pattern: pattern.isEmpty ? "(?:)" : pattern) } catch {
+            throw ExcludePatternError(pattern: pattern, .invalidRegularExpression)
         }
     }
 
     /// Whether the pattern matches at the start of `key`.
-    func matches(_ key: String) -> Bool {
+    public func matches(_ key: String) -> Bool {
         let ns = key as NSString
         return regex.firstMatch(in: key, options: [.anchored], range: NSRange(location: 0, length: ns.length)) != nil
     }
@@ -46,6 +84,7 @@ struct ExportPlanner {
         let orderOf = Dictionary(m.hfKeys.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
         let range = m.ranks[rank].experts
         let here = sources.first ?? "rank \(rank)"
+        try checkSomethingSurvivesExclude(adapter)
         var items: [(spec: TensorSpec, order: Int, piece: Piece)] = []
         for t in m.tensors {
             guard let loc = locate(t.name) else { continue }
@@ -84,6 +123,20 @@ struct ExportPlanner {
         }
         try plan.validateCoverage()
         return plan
+    }
+
+    /// Throws when `exclude` matches every key of the whole export (all ranks' shares, which are
+    /// the same on every rank): such an export would be an empty checkpoint. Stops at the first
+    /// key that survives, usually the first tensor.
+    func checkSomethingSurvivesExclude(_ adapter: NemotronV3Adapter) throws {
+        guard let exclude else { return }
+        for t in manifest.tensors {
+            switch adapter.toHF(t.name, shape: t.shape, firstExpert: 0) {
+            case let .renamed(k): if !exclude.matches(t.hfKey ?? k) { return }
+            case let .split(keys, _): if keys.contains(where: { !exclude.matches($0) }) { return }
+            }
+        }
+        throw ExcludePatternError(pattern: exclude.pattern, .removesEveryTensor)
     }
 
     /// Hugging Face's shard split: fill a shard until the next tensor would pass `maxBytes`.

@@ -24,8 +24,16 @@ public struct HFCheckpoint: Sendable, Codable {
     public let tensors: [HFTensor]
     /// Small non-weight files (tokenizer, generation config, ...) to carry along on export.
     public let extraFiles: [String]
+    /// Each shard file as it was when its header was read (`files` order).
+    let fingerprints: [FileFingerprint]
 
     public func path(ofFile i: Int) -> String { FS.join(directory, files[i]) }
+
+    /// Every file a job may read from this checkpoint, and the directory itself.
+    var inputPaths: [String] {
+        [directory, FS.join(directory, "config.json"), FS.join(directory, HFCheckpoint.indexName)]
+            + files.indices.map(path(ofFile:)) + extraFiles.map { FS.join(directory, $0) }
+    }
 
     /// Reads the config, the index (or the single file) and every header, validating all of them.
     public static func open(_ directory: String) throws -> HFCheckpoint {
@@ -45,6 +53,7 @@ public struct HFCheckpoint: Sendable, Codable {
         var files: [String] = []
         var fileIndex: [String: Int] = [:]
         var headers: [SafetensorsHeader] = []
+        var fingerprints: [FileFingerprint] = []
         var tensors: [HFTensor] = []
         tensors.reserveCapacity(weightMap.count)
         for (key, file) in weightMap {
@@ -61,6 +70,7 @@ public struct HFCheckpoint: Sendable, Codable {
                 files.append(file)
                 fileIndex[file] = i
                 headers.append(sf.header)
+                fingerprints.append(sf.fingerprint)
             }
             guard let info = headers[i][key] else {
                 throw CheckpointError(path: FS.join(directory, file), "tensor \"\(key)\" listed in the index is not in this file")
@@ -71,16 +81,17 @@ public struct HFCheckpoint: Sendable, Codable {
         guard !tensors.isEmpty else { throw CheckpointError(path: FS.join(directory, weightMap.isEmpty ? indexName : singleName), "lists no tensors") }
         let extras = try extraFiles(in: directory)
         return HFCheckpoint(directory: FS.realPath(directory), config: config, files: files, tensors: tensors,
-                            extraFiles: extras)
+                            extraFiles: extras, fingerprints: fingerprints)
     }
 
     /// The small files carried along on export (tokenizer, generation config, ...): the regular
-    /// files of `directory` other than weights, index, config and manifest. Subdirectories are
-    /// skipped; a FIFO, device, socket or dangling link is an error (it would hang or never end).
+    /// files of `directory` that `ExtraFileName.refusal` accepts, so never weights of any format
+    /// (`pytorch_model.bin`, its index, `*.gguf`, `*.pt`, ...), the index, config or manifest, nor
+    /// a hidden name (nemoshard's own markers and temporaries). Subdirectories are skipped; a
+    /// FIFO, device, socket or dangling link is an error (it would hang or never end).
     static func extraFiles(in directory: String) throws -> [String] {
         try FS.list(directory).filter { name in
-            guard !name.hasSuffix(".safetensors"), name != indexName, name != "config.json", name != Manifest.fileName,
-                  !name.hasPrefix(".") else { return false }
+            guard ExtraFileName.refusal(name) == nil else { return false }
             let path = FS.join(directory, name)
             guard let s = try FileStatus.of(path, followLinks: true) else {
                 throw CheckpointError(path: path, "is a dangling symbolic link")
@@ -94,7 +105,8 @@ public struct HFCheckpoint: Sendable, Codable {
     }
 
     /// The weight map of `model.safetensors.index.json`: (key, file) in document order. File names
-    /// must stay inside the checkpoint directory.
+    /// must stay inside the checkpoint directory; neither keys nor file names may hold a NUL (the
+    /// C `open` would cut the name there and read another file).
     public static func parseIndex(_ bytes: [UInt8], path: String) throws -> [(String, String)] {
         let json: JSON
         do { json = try JSON.parse(bytes) } catch let e as JSONError {
@@ -104,8 +116,14 @@ public struct HFCheckpoint: Sendable, Codable {
             throw CheckpointError(path: path, "missing \"weight_map\" object")
         }
         return try map.map { key, value in
+            guard !key.utf8.contains(0) else {
+                throw CheckpointError(path: path, "weight_map key \(jsonQuoted(key)) contains a NUL byte")
+            }
             guard let file = value.stringValue else {
                 throw CheckpointError(path: path, "weight_map entry \"\(key)\" is not a file name")
+            }
+            guard !file.utf8.contains(0) else {
+                throw CheckpointError(path: path, "weight_map entry \"\(key)\" names a file with a NUL byte: \(jsonQuoted(file))")
             }
             guard !file.isEmpty, !file.contains("/"), !file.hasPrefix(".") else {
                 throw CheckpointError(path: path, "weight_map entry \"\(key)\" names a file outside the checkpoint: \(file)")

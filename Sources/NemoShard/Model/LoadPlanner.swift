@@ -163,7 +163,8 @@ struct LoadPlanner {
     func plan(range: ExpertRange, rank: Int?) throws -> (plan: TransferPlan, globals: [GlobalTensor]) {
         try checkExperts(range: range, rank: rank)
         let globals = try globalTensors()
-        var plan = TransferPlan(files: checkpoint.files.indices.map { checkpoint.path(ofFile: $0) })
+        var plan = TransferPlan(files: checkpoint.files.indices.map { checkpoint.path(ofFile: $0) },
+                                fingerprints: Dictionary(uniqueKeysWithValues: checkpoint.fingerprints.enumerated().map { ($0, $1) }))
         let renamed = Dictionary(layout.renamed.map { ($0.name, $0.source) }, uniquingKeysWith: { a, _ in a })
         for g in globals {
             let out = plan.outputs.count

@@ -174,8 +174,9 @@ public struct Manifest: Sendable {
             throw bad("\"ranks\" must list \(world) ranks")
         }
         ranks = try rankList.enumerated().map { i, r in
-            guard try int(r["rank"], "rank") == i, let file = r["file"]?.stringValue, !file.contains("/"),
+            guard try int(r["rank"], "rank") == i, let file = r["file"]?.stringValue,
                   let e = r["experts"]?.arrayValue, e.count == 2 else { throw bad("rank entry \(i) is malformed") }
+            if let why = ExtraFileName.plainNameRefusal(file) { throw bad("ranks[\(i)].file \(jsonQuoted(file)) \(why)") }
             let range = ExpertRange(start: try int(e[0], "experts"), end: try int(e[1], "experts"))
             guard range.start <= range.end, range.end <= nExperts else { throw bad("rank \(i) has expert range \(range) outside 0..<\(nExperts)") }
             let expected = shape.expertRange(of: i, experts: nExperts)
@@ -208,7 +209,8 @@ public struct Manifest: Sendable {
                 guard let slot = ExpertSlot(groupedName: name) else { throw bad("tensor \(name) is expert_sharded but not a grouped expert tensor name") }
                 expert = slot
             }
-            return TensorEntry(name: name, dtype: dt, shape: dims, expert: expert, hfKey: t["hf_key"]?.stringValue, holder: holder)
+            let hfKey = try Manifest.hfKey(t["hf_key"], tensor: name, path: path)
+            return TensorEntry(name: name, dtype: dt, shape: dims, expert: expert, hfKey: hfKey, holder: holder)
         }
         var names = Set<String>(), keys = Set<String>()
         for t in tensors {
@@ -217,11 +219,19 @@ public struct Manifest: Sendable {
         }
         guard let source = json["source"], let dir = source["directory"]?.stringValue,
               let prefix = source["hf_prefix"]?.stringValue, let cfg = source["config"] else { throw bad("missing \"source\"") }
-        sourceDirectory = dir
-        hfPrefix = prefix
+        sourceDirectory = try Manifest.checkSourceDirectory(dir, path: path)
+        hfPrefix = try Manifest.checkHFPrefix(prefix, path: path)
         config = cfg
         hfKeys = try strings(source["hf_keys"], "source.hf_keys")
+        try Manifest.checkHFKeys(hfKeys, path: path)
         extraFiles = try strings(source["extra_files"], "source.extra_files")
+        try Manifest.checkExtraFileNames(extraFiles, path: path)
+        let parsed: NemotronConfig
+        do { parsed = try NemotronConfig(json: cfg, path: path) } catch let e as CheckpointError {
+            throw bad("source.config: \(e.reason)")
+        }
+        try Manifest.checkExperts(tensors, nRoutedExperts: nExperts, config: parsed, hfKeys: hfKeys, path: path)
+        try Manifest.checkExportKeys(tensors, config: parsed, hfPrefix: hfPrefix, path: path)
     }
 
     /// Reads `dir/nemoshard.json`.
@@ -238,6 +248,239 @@ public struct Manifest: Sendable {
     /// The config of the source checkpoint.
     public func nemotronConfig() throws -> NemotronConfig { try NemotronConfig(json: config, path: FS.join(sourceDirectory, "config.json")) }
 }
+
+// MARK: untrusted input
+
+/// A manifest is untrusted input: it may have been edited, damaged or written by someone else.
+/// These checks refuse anything `load` would never have written, each error naming the manifest
+/// and the key.
+extension Manifest {
+    /// The prefixes `NemotronV3Adapter.detectPrefix` gives the backbone's HF keys: the only ones a
+    /// manifest may name as `source.hf_prefix`.
+    public static let hfPrefixes = ["backbone.", "model."]
+
+    /// An HF key (`hf_key`, an entry of `source.hf_keys`) must be non-empty and hold no NUL.
+    static func keyRefusal(_ key: String) -> String? {
+        if key.isEmpty { return "is empty" }
+        if key.utf8.contains(0) { return "contains a NUL byte" }
+        return nil
+    }
+
+    /// A tensor's optional `hf_key`: absent, or a string that is a valid HF key.
+    static func hfKey(_ value: JSON?, tensor: String, path: String) throws -> String? {
+        guard let value else { return nil }
+        guard let key = value.stringValue else {
+            throw CheckpointError(path: path, "tensor \(jsonQuoted(tensor)): \"hf_key\" must be a string")
+        }
+        if let why = keyRefusal(key) {
+            throw CheckpointError(path: path, "tensor \(jsonQuoted(tensor)): hf_key \(jsonQuoted(key)) \(why)")
+        }
+        return key
+    }
+
+    /// Every entry of `source.hf_keys` is a valid HF key.
+    static func checkHFKeys(_ keys: [String], path: String) throws {
+        for (i, key) in keys.enumerated() {
+            if let why = keyRefusal(key) { throw CheckpointError(path: path, "source.hf_keys[\(i)] \(jsonQuoted(key)) \(why)") }
+        }
+    }
+
+    /// `source.hf_prefix` is one of `hfPrefixes`.
+    static func checkHFPrefix(_ prefix: String, path: String) throws -> String {
+        guard hfPrefixes.contains(prefix) else {
+            throw CheckpointError(path: path, "source.hf_prefix \(jsonQuoted(prefix)) is not one of \(hfPrefixes.map(jsonQuoted).joined(separator: ", "))")
+        }
+        return prefix
+    }
+
+    /// `source.directory` is an absolute path without NUL (`load` writes the real path).
+    static func checkSourceDirectory(_ dir: String, path: String) throws -> String {
+        guard dir.hasPrefix("/"), !dir.utf8.contains(0) else {
+            throw CheckpointError(path: path, "source.directory \(jsonQuoted(dir)) is not an absolute path without NUL")
+        }
+        return dir
+    }
+
+    /// Every entry of `source.extra_files` is a name `HFCheckpoint.extraFiles` could have found
+    /// (`ExtraFileName.refusal`), listed once.
+    static func checkExtraFileNames(_ names: [String], path: String) throws {
+        var seen = Set<String>()
+        for name in names {
+            if let why = ExtraFileName.refusal(name) {
+                throw CheckpointError(path: path, "source.extra_files entry \(jsonQuoted(name)) \(why)")
+            }
+            guard seen.insert(name).inserted else {
+                throw CheckpointError(path: path, "source.extra_files lists \(jsonQuoted(name)) twice")
+            }
+        }
+    }
+
+    /// The grouped expert tensors agree with `source.config`: `n_routed_experts` is the config's,
+    /// each grouped tensor is 3-D with `moe_intermediate_size` in its place and sits in an MoE
+    /// layer of the config's pattern (its MTP pattern for `mtp.` tensors), no layer's projection
+    /// is held twice, and every MoE layer has both projections (the MTP head's only when the
+    /// source has `mtp.` keys, as `load` requires).
+    static func checkExperts(_ tensors: [TensorEntry], nRoutedExperts: Int, config: NemotronConfig,
+                             hfKeys: [String], path: String) throws {
+        func bad(_ why: String) -> CheckpointError { CheckpointError(path: path, why) }
+        let configured = config.nRoutedExperts ?? 0
+        guard configured == nRoutedExperts else {
+            throw bad("n_routed_experts is \(nRoutedExperts) but source.config's n_routed_experts is \(configured)")
+        }
+        var held: [LayerNamespace: [Int: Set<Projection>]] = [:]
+        for t in tensors {
+            guard let slot = t.expert else { continue }
+            try checkGroupedTensor(t, slot: slot, config: config, path: path)
+            guard held[slot.layer.namespace, default: [:]][slot.layer.layer, default: []].insert(slot.projection).inserted else {
+                throw bad("tensor \(jsonQuoted(t.name)): another grouped tensor already holds \(patternKey(slot.layer.namespace)) layer \(slot.layer.layer)'s \(slot.projection.rawValue)")
+            }
+        }
+        let hasMTP = hfKeys.contains { $0.hasPrefix("mtp.") }
+        for ns in [LayerNamespace.backbone, .mtp] where ns == .backbone || hasMTP {
+            for (layer, block) in pattern(ns, config).enumerated() where block == .moe {
+                for projection in [Projection.up, .down] where held[ns]?[layer]?.contains(projection) != true {
+                    throw bad("source.config's \(patternKey(ns)) makes layer \(layer) an MoE layer, but no grouped tensor holds its experts' \(projection.rawValue)")
+                }
+            }
+        }
+    }
+
+    /// Every non-expert tensor's exported HF key (its `hf_key`, else the adapter's `to_hf` name)
+    /// reads back under `from_hf` as that very tensor, as every key `load` writes does. So no key
+    /// is exported twice, none collides with an expert's key, and none is a key `load` drops.
+    static func checkExportKeys(_ tensors: [TensorEntry], config: NemotronConfig, hfPrefix: String, path: String) throws {
+        var adapter = NemotronV3Adapter(config: config)
+        adapter.hfPrefix = hfPrefix
+        for t in tensors where !t.expertSharded {
+            guard case let .renamed(generated) = adapter.toHF(t.name, shape: t.shape, firstExpert: 0) else { continue }  // ExportPlanner refuses it
+            let key = t.hfKey ?? generated
+            let what = "tensor \(jsonQuoted(t.name)): " + (t.hfKey == nil ? "its HF key" : "hf_key") + " \(jsonQuoted(key))"
+            let role: HFKeyRole
+            do { role = try adapter.classify(key) } catch let e as CheckpointError {
+                throw CheckpointError(path: path, "\(what) is not a valid HF key: \(e.reason)")
+            }
+            switch role {
+            case .rename(t.name): continue
+            case let .rename(other): throw CheckpointError(path: path, "\(what) would load back as \(jsonQuoted(other)), not as this tensor")
+            case let .drop(why): throw CheckpointError(path: path, "\(what) is a key load drops (\(why))")
+            case .expert: throw CheckpointError(path: path, "\(what) is an expert weight's key")
+            }
+        }
+    }
+
+    /// One grouped tensor against the config: its layer is an MoE layer, its shape is
+    /// `[n, dim, moe_intermediate_size]` (up) or `[n, moe_intermediate_size, dim]` (down).
+    static func checkGroupedTensor(_ t: TensorEntry, slot: ExpertSlot, config: NemotronConfig, path: String) throws {
+        let blocks = pattern(slot.layer.namespace, config), layer = slot.layer.layer
+        guard layer < blocks.count, blocks[layer] == .moe else {
+            throw CheckpointError(path: path, "tensor \(jsonQuoted(t.name)): layer \(layer) is not an MoE layer of source.config's \(patternKey(slot.layer.namespace)) \"\(BlockType.pattern(blocks))\"")
+        }
+        let interAxis = slot.projection == .up ? 2 : 1
+        guard t.shape.count == 3, t.shape[interAxis] == config.moeIntermediateSize else {
+            throw CheckpointError(path: path, "tensor \(jsonQuoted(t.name)): shape \(t.shape) does not have source.config's moe_intermediate_size \(config.moeIntermediateSize.map(String.init) ?? "null") as dim \(interAxis) of 3")
+        }
+    }
+
+    /// The blocks of a namespace: the backbone pattern or the MTP head's.
+    static func pattern(_ ns: LayerNamespace, _ config: NemotronConfig) -> [BlockType] {
+        ns == .mtp ? config.mtpLayers : config.layers
+    }
+
+    /// The config key naming a namespace's pattern, for messages.
+    static func patternKey(_ ns: LayerNamespace) -> String {
+        ns == .mtp ? "mtp_hybrid_override_pattern" : "hybrid_override_pattern"
+    }
+
+    /// The source's extra files to copy into an export, as (name, path), checked just before
+    /// anything is written and again when they are copied. The manifest's word alone does not
+    /// make a directory a checkpoint: `source.directory` must still be a directory holding a
+    /// Nemotron-H `config.json` (so a manifest naming `/etc` and `passwd` copies nothing), and
+    /// every extra file must still be there as a regular file (a moved or half-deleted source
+    /// is an error, never an export that silently lacks its tokenizer). With no extra files
+    /// the source is not needed at all.
+    public func extraFileSources() throws -> [(name: String, path: String)] {
+        guard !extraFiles.isEmpty else { return [] }
+        try requireSourceCheckpoint()
+        return try extraFiles.map { name in
+            let from = FS.join(sourceDirectory, name)
+            guard let s = try FileStatus.of(from, followLinks: true) else {
+                throw CheckpointError(path: from, "listed in \(Manifest.fileName) source.extra_files but no longer exists (was the source checkpoint changed or moved?)")
+            }
+            guard s.kind == .regular else {
+                throw CheckpointError(path: from, "listed in \(Manifest.fileName) source.extra_files but is \(s.kind.noun), not a regular file")
+            }
+            return (name, from)
+        }
+    }
+
+    /// `source.directory` still exists, is a directory and holds a Nemotron-H `config.json`.
+    func requireSourceCheckpoint() throws {
+        let dir = sourceDirectory
+        let list = extraFiles.map(jsonQuoted).joined(separator: ", ")
+        guard let s = try FileStatus.of(dir, followLinks: true) else {
+            throw CheckpointError(path: dir, "source.directory of \(Manifest.fileName) no longer exists, so its extra files (\(list)) cannot be copied (was the source checkpoint moved?)")
+        }
+        guard s.kind == .directory else {
+            throw CheckpointError(path: dir, "source.directory of \(Manifest.fileName) is \(s.kind.noun), not a directory")
+        }
+        let config = FS.join(dir, "config.json")
+        guard (try FileStatus.of(config, followLinks: true))?.kind == .regular else {
+            throw CheckpointError(path: dir, "source.directory of \(Manifest.fileName) holds no config.json: it is not the Hugging Face checkpoint the manifest was written from, so its extra files (\(list)) are not copied")
+        }
+        do { _ = try NemotronConfig(path: config) } catch let e as CheckpointError {
+            throw CheckpointError(path: dir, "source.directory of \(Manifest.fileName) is not a Hugging Face Nemotron-H checkpoint (\(e.description)), so its extra files (\(list)) are not copied")
+        }
+    }
+}
+
+/// The rules for the names of a checkpoint's small extra files (tokenizer, generation config,
+/// ...), shared by the scan of an HF directory (`HFCheckpoint.extraFiles`) and the check of a
+/// manifest's `source.extra_files`: a plain name, not hidden, not a file the export writes, and
+/// not weights of any format.
+enum ExtraFileName {
+    /// Weights of any format (or, followed by `.index.json`, their index): never an extra file.
+    static let weightSuffixes = [".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".ckpt"]
+
+    /// The names an HF export (or a per-rank checkpoint) writes itself.
+    static let ownNames: Set<String> = [HFCheckpoint.indexName, HFCheckpoint.singleName, "config.json", Manifest.fileName]
+
+    /// Why `name` cannot be an extra file, or nil when it can be.
+    static func refusal(_ name: String) -> String? {
+        if let why = plainNameRefusal(name) { return why }
+        if name.hasPrefix(".") { return "is a hidden name (nemoshard's own markers and temporaries are hidden)" }
+        if ownNames.contains(name) || isShardName(name) { return "is a file the export writes itself" }
+        if isWeights(name) { return "is a weights file or a weights index, not a small extra file" }
+        return nil
+    }
+
+    /// Why `name` is not one plain file name inside a directory, or nil when it is.
+    static func plainNameRefusal(_ name: String) -> String? {
+        if name.isEmpty { return "is empty" }
+        if name.utf8.contains(0) { return "contains a NUL byte" }
+        if name.contains("/") { return "contains '/'" }
+        if name == "." || name == ".." { return "is not a file name" }
+        return nil
+    }
+
+    /// `model-XXXXX-of-XXXXX.safetensors` (any digits): an export's shard name.
+    static func isShardName(_ name: String) -> Bool {
+        guard name.hasPrefix("model-"), name.hasSuffix(".safetensors") else { return false }
+        let parts = name.dropFirst("model-".count).dropLast(".safetensors".count).split(separator: "-", omittingEmptySubsequences: false)
+        return parts.count == 3 && parts[1] == "of" && [parts[0], parts[2]].allSatisfy { !$0.isEmpty && $0.allSatisfy { $0.isASCII && $0.isNumber } }
+    }
+
+    /// Weights (`*.bin`, `*.pt`, `*.gguf`, ...) or a weights index (`pytorch_model.bin.index.json`),
+    /// case-insensitively.
+    static func isWeights(_ name: String) -> Bool {
+        let lower = name.lowercased()
+        let stem = lower.hasSuffix(".index.json") ? String(lower.dropLast(".index.json".count)) : lower
+        return weightSuffixes.contains { stem.hasSuffix($0) }
+    }
+}
+
+/// `s` as a JSON string literal: quoted, with NUL and other control characters escaped, so a
+/// hostile name prints on one line.
+func jsonQuoted(_ s: String) -> String { JSON.string(s).serialized() }
 
 /// Zero-padded to five digits.
 func pad5(_ n: Int) -> String {

@@ -10,7 +10,8 @@ struct ReshardPlanner {
     func plan(range: ExpertRange) throws -> TransferPlan {
         let m = source.manifest
         let owners = source.ownerRanks
-        var plan = TransferPlan(files: m.ranks.map { source.path(ofRank: $0.rank) })
+        var plan = TransferPlan(files: m.ranks.map { source.path(ofRank: $0.rank) },
+                                fingerprints: Dictionary(uniqueKeysWithValues: source.fingerprints.enumerated().compactMap { i, f in f.map { (i, $0) } }))
         for t in m.tensors {
             let out = plan.outputs.count
             if !t.expertSharded {

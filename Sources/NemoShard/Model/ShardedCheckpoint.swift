@@ -12,6 +12,8 @@ public struct ShardedCheckpoint: Sendable {
     public let manifest: Manifest
     /// `locations[rank][name]`.
     public let locations: [[String: Location]]
+    /// Each rank file as it was when its reader checked it (nil where this job has no record).
+    let fingerprints: [FileFingerprint?]
     /// Which rank files each rank of the job that opened it can read (`visible[rank][file rank]`),
     /// and the rank that reads each file for the others. All true and identity on a shared filesystem.
     public internal(set) var visible: [[Bool]] = []
@@ -26,13 +28,25 @@ public struct ShardedCheckpoint: Sendable {
     /// tensors the manifest says, with the right shapes (dim 0 of a grouped tensor = its expert count).
     public static func open(_ directory: String) throws -> ShardedCheckpoint {
         let manifest = try Manifest.load(directory: directory)
-        let locations = try manifest.ranks.map { try rankFileLocations(of: $0, in: directory, manifest: manifest) }
-        return ShardedCheckpoint(directory: FS.realPath(directory), manifest: manifest, locations: locations)
+        let facts = try manifest.ranks.map { try rankFile(of: $0, in: directory, manifest: manifest) }
+        return ShardedCheckpoint(directory: FS.realPath(directory), manifest: manifest, locations: facts.map(\.locations),
+                                 fingerprints: facts.map(\.fingerprint))
+    }
+
+    /// What a rank file's reader learned of it: where its tensors are, and the file as it was then.
+    struct RankFileFacts: Codable, Sendable {
+        let locations: [String: Location]
+        let fingerprint: FileFingerprint
+    }
+
+    /// Every file a job reading this checkpoint may read, and the directory itself.
+    var inputPaths: [String] {
+        [directory, FS.join(directory, Manifest.fileName)] + manifest.ranks.map { path(ofRank: $0.rank) }
     }
 
     /// Opens rank `r`'s file and checks it against the manifest: its metadata, and exactly the
     /// tensors the manifest puts there with the right dtypes and shapes. Returns their locations.
-    static func rankFileLocations(of r: Manifest.RankEntry, in directory: String, manifest: Manifest) throws -> [String: Location] {
+    static func rankFile(of r: Manifest.RankEntry, in directory: String, manifest: Manifest) throws -> RankFileFacts {
         let path = FS.join(directory, r.file)
         guard FS.exists(path) else { throw CheckpointError(path: path, "rank \(r.rank)'s file is missing") }
         let file = try SafetensorsFile(path: path)
@@ -67,7 +81,7 @@ public struct ShardedCheckpoint: Sendable {
         }
         let extra = file.header.tensors.count - table.count
         if extra > 0 { throw CheckpointError(path: path, "holds \(extra) tensor(s) the manifest does not list") }
-        return table
+        return RankFileFacts(locations: table, fingerprint: file.fingerprint)
     }
 
     /// A rank file names its rank, world size and experts in its metadata (written by load and
@@ -83,9 +97,10 @@ public struct ShardedCheckpoint: Sendable {
     /// Ranks that write for their expert range: the lowest rank of each distinct range (replicas skip).
     public var ownerRanks: [Int] { Manifest.ownerRanks(manifest.ranks) }
 
-    init(directory: String, manifest: Manifest, locations: [[String: Location]]) {
+    init(directory: String, manifest: Manifest, locations: [[String: Location]], fingerprints: [FileFingerprint?]) {
         self.directory = directory
         self.manifest = manifest
         self.locations = locations
+        self.fingerprints = fingerprints
     }
 }

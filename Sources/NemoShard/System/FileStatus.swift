@@ -38,12 +38,15 @@ struct FileStatus: Sendable, Equatable {
     let size: Int
     let device: UInt64
     let inode: UInt64
+    /// Last modification, nanoseconds since the epoch.
+    let modifiedNanoseconds: Int64
 
     init(_ st: stat) {
         kind = FileKind(mode: st.st_mode)
         size = Int(st.st_size)
         device = UInt64(st.st_dev)
         inode = UInt64(st.st_ino)
+        modifiedNanoseconds = Int64(st.st_mtim.tv_sec) &* 1_000_000_000 &+ Int64(st.st_mtim.tv_nsec)
     }
 
     /// The status of `path` (of a final symbolic link itself unless `followLinks`); nil when nothing
@@ -65,4 +68,14 @@ struct FileStatus: Sendable, Equatable {
 
     /// Same file system object.
     func isSameFile(as other: FileStatus) -> Bool { device == other.device && inode == other.inode }
+
+    /// The object's identity on this machine.
+    var identity: FileIdentity { FileIdentity(device: device, inode: inode) }
+}
+
+/// A file system object's identity: `(st_dev, st_ino)`. Two paths name the same object exactly
+/// when their identities are equal, whatever links, `..` or bind mounts they pass through.
+struct FileIdentity: Hashable, Sendable, Codable {
+    let device: UInt64
+    let inode: UInt64
 }
