@@ -253,6 +253,17 @@ final class InputIdentityTests: XCTestCase {
         XCTAssertEqual(Array(out.prefix(4)), a)
     }
 
+    func testALockFileThatIsALinkIsNamedAsOne() throws {
+        let hf = try synthCLI(["--experts", "10"])
+        let work = FS.parent(hf)
+        writeBytes(work + "/target", [])
+        try FileManager.default.createSymbolicLink(atPath: work + "/.out.nemoshard-lock", withDestinationPath: work + "/target")
+        let r = try CLI.run(["load", hf, "--out", work + "/out"])
+        assertRefused(r, code: 1, "is a symbolic link")
+        XCTAssertFalse(FS.exists(work + "/out"))
+        XCTAssertEqual(try readWholeFile(work + "/target"), [], "the link's target is untouched")
+    }
+
     // MARK: bounded descriptors
 
     func testManyShardsLoadUnderASmallDescriptorLimit() throws {

@@ -16,7 +16,12 @@ final class OutputLock {
         self.path = path
         for _ in 0..<16 {
             let fd = retryingInterrupts { open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0o644) }
-            guard fd >= 0 else { throw IOError("open lock file", path: path) }
+            guard fd >= 0 else {
+                if errno == ELOOP, (try? FileStatus.of(path, followLinks: false))??.kind == .symbolicLink {
+                    throw OutputError(path: output, "cannot be locked: its lock file \(path) is a symbolic link (nemoshard never follows one); remove the link")
+                }
+                throw IOError("open lock file", path: path)
+            }
             let status: FileStatus
             do { status = try FileStatus.of(descriptor: fd, path: path) } catch { close(fd); throw error }
             guard status.kind == .regular else {
