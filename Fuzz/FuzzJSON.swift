@@ -3,7 +3,7 @@
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzJSON(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     let bytes = Array(UnsafeBufferPointer(start: data, count: size))
-    _ = try? HFCheckpoint.parseIndex(bytes, path: "index")
+    _ = try? HFIndex.parse(bytes, path: "index")
     guard let json = try? JSON.parse(bytes) else { return 0 }
     precondition((try? JSON.parse(json.serialized())) == json, "serialise/parse round trip")
     if let config = try? NemotronConfig(json: json, path: "config") {

@@ -1,4 +1,11 @@
 import NemoShard
+import NemoShardCore
+import NemoShardFormat
+import NemoShardMPI
+import NemoShardMesh
+import NemoShardModel
+import NemoShardEngine
+import NemoShardTools
 
 /// Parsed arguments of one subcommand.
 struct Arguments {

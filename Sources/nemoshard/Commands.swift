@@ -1,4 +1,11 @@
 import NemoShard
+import NemoShardCore
+import NemoShardFormat
+import NemoShardMPI
+import NemoShardMesh
+import NemoShardModel
+import NemoShardEngine
+import NemoShardTools
 
 /// One option (takes a value) or flag (does not) of a subcommand, as its help lists it.
 struct OptionSpec {

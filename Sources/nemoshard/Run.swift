@@ -1,5 +1,12 @@
 import Glibc
 import NemoShard
+import NemoShardCore
+import NemoShardFormat
+import NemoShardMPI
+import NemoShardMesh
+import NemoShardModel
+import NemoShardEngine
+import NemoShardTools
 
 /// Runs one parsed subcommand; returns the exit code.
 func run(_ command: String, _ args: Arguments) throws -> Int32 {

@@ -1,5 +1,12 @@
 import Glibc
 import NemoShard
+import NemoShardCore
+import NemoShardFormat
+import NemoShardMPI
+import NemoShardMesh
+import NemoShardModel
+import NemoShardEngine
+import NemoShardTools
 
 /// Exit codes: 0 success, 1 failure (bad input, I/O, a difference for verify), 2 usage.
 let argv = Array(CommandLine.arguments.dropFirst())

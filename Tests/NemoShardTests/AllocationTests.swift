@@ -1,7 +1,14 @@
 import Foundation
 import Glibc
 import XCTest
+@testable import NemoShardCore
+@testable import NemoShardFormat
+@testable import NemoShardMPI
+@testable import NemoShardMesh
+@testable import NemoShardModel
+@testable import NemoShardEngine
 @testable import NemoShard
+@testable import NemoShardTools
 
 /// Writes a safetensors file whose tensors are all zeros without writing them: the header, then
 /// `ftruncate` to the full length (a sparse file: no disk used). Returns each tensor's absolute
@@ -113,7 +120,7 @@ final class AllocationTests: XCTestCase {
     func testLoadCopyNonExpertOutOfMemoryIsAnError() throws {
         let hf = try synth(self)
         try writeSparseSafetensors(hf + "/huge.safetensors", [("backbone.extra.huge", .bf16, [20 << 30])])
-        let indexPath = hf + "/" + HFCheckpoint.indexName
+        let indexPath = hf + "/" + HFIndex.fileName
         var index = try JSON.parse(try readWholeFile(indexPath)).objectValue ?? []
         index = index.map { k, v in
             guard k == "weight_map", let map = v.objectValue else { return (k, v) }

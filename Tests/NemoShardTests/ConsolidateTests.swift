@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
+@testable import NemoShardCore
+@testable import NemoShardFormat
+@testable import NemoShardMPI
+@testable import NemoShardMesh
+@testable import NemoShardModel
+@testable import NemoShardEngine
 @testable import NemoShard
+@testable import NemoShardTools
 
 /// `nemoshard consolidate` on torch DCP checkpoints (Fixtures/dcp: written by 2 gloo ranks with
 /// HuggingFaceStorageWriter(save_distributed=True), and torch's own consolidation of them).
@@ -21,7 +28,7 @@ final class ConsolidateTests: XCTestCase {
         let dcp = try fixtureCopy(self, "dcp")
         let want = try readTensors(dcp + "/consolidated")
         XCTAssertEqual(want.count, 7)
-        let wantIndex = try JSON.parse(readWholeFile(dcp + "/consolidated/" + HFCheckpoint.indexName))
+        let wantIndex = try JSON.parse(readWholeFile(dcp + "/consolidated/" + HFIndex.fileName))
         let dir = temporaryDirectory(self)
         // The directory torch consolidated into (shards under sharded/), and sharded/ itself.
         for (ranks, source) in [(1, dcp), (2, dcp + "/sharded"), (3, dcp)] {
@@ -35,13 +42,13 @@ final class ConsolidateTests: XCTestCase {
                 XCTAssertEqual(got[key]?.1, shape, key)
                 XCTAssertEqual(got[key]?.2, bytes, "\(ranks) ranks: \(key)")
             }
-            let index = try JSON.parse(readWholeFile(out + "/" + HFCheckpoint.indexName))
+            let index = try JSON.parse(readWholeFile(out + "/" + HFIndex.fileName))
             XCTAssertEqual(index["metadata"]?["total_size"], wantIndex["metadata"]?["total_size"])
             XCTAssertEqual(Dictionary(uniqueKeysWithValues: index["weight_map"]?.objectValue ?? []),
                            Dictionary(uniqueKeysWithValues: wantIndex["weight_map"]?.objectValue ?? []))
             // (Any output also carries nemoshard's hidden output marker, where that is in place.)
             XCTAssertEqual(try FS.list(out).filter { $0 != ".nemoshard-output" }.sorted(),
-                           ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", HFCheckpoint.indexName])
+                           ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", HFIndex.fileName])
         }
         // The input was left as it was.
         XCTAssertEqual(try FS.list(dcp + "/sharded").count, 4)
@@ -226,11 +233,11 @@ final class ConsolidateTests: XCTestCase {
         try assertRejected(x + "/sharded", ["tensor \"", "here, but its chunks tile"], ranks: 2)
         // With only the index (no consolidated files): its total_size disagrees.
         for i in 1...2 { try FileManager.default.removeItem(atPath: x + "/model-0000\(i)-of-00002.safetensors") }
-        try assertRejected(x, [HFCheckpoint.indexName, "total_size is 572 bytes, but the tensors the shard files tile hold 524"])
+        try assertRejected(x, [HFIndex.fileName, "total_size is 572 bytes, but the tensors the shard files tile hold 524"])
         // An index that puts a tensor in another file, or lists one no shard file holds.
         try FileManager.default.copyItem(atPath: dcp + "/sharded/shard-00002-model-00002-of-00002.safetensors",
                                          toPath: x + "/sharded/shard-00002-model-00002-of-00002.safetensors")
-        let indexPath = x + "/" + HFCheckpoint.indexName
+        let indexPath = x + "/" + HFIndex.fileName
         let original = try readWholeFile(indexPath)
         func editIndex(_ edit: ([(String, JSON)]) -> [(String, JSON)]) throws {
             let o = try JSON.parse(original).objectValue ?? []

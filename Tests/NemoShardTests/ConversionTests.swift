@@ -1,5 +1,12 @@
 import XCTest
+@testable import NemoShardCore
+@testable import NemoShardFormat
+@testable import NemoShardMPI
+@testable import NemoShardMesh
+@testable import NemoShardModel
+@testable import NemoShardEngine
 @testable import NemoShard
+@testable import NemoShardTools
 
 /// One process: HF -> internal -> HF on synthetic checkpoints, checked against naive references.
 final class ConversionTests: XCTestCase {

@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
+@testable import NemoShardCore
+@testable import NemoShardFormat
+@testable import NemoShardMPI
+@testable import NemoShardMesh
+@testable import NemoShardModel
+@testable import NemoShardEngine
 @testable import NemoShard
+@testable import NemoShardTools
 
 /// Every rank file `load --out` and `reshard` write carries torch DCP's `DCP_SHARDING_INFO`
 /// (scripts/interop reads such directories with torch's `HuggingFaceStorageReader`).

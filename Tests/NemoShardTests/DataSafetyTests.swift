@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
+@testable import NemoShardCore
+@testable import NemoShardFormat
+@testable import NemoShardMPI
+@testable import NemoShardMesh
+@testable import NemoShardModel
+@testable import NemoShardEngine
 @testable import NemoShard
+@testable import NemoShardTools
 
 /// The output protocol and input strictness: no input or foreign file is ever deleted, no broken
 /// checkpoint is ever committed, special or huge files never hang or crash a job.

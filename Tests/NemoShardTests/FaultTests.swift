@@ -1,7 +1,14 @@
 import CKernels
 import Foundation
 import XCTest
+@testable import NemoShardCore
+@testable import NemoShardFormat
+@testable import NemoShardMPI
+@testable import NemoShardMesh
+@testable import NemoShardModel
+@testable import NemoShardEngine
 @testable import NemoShard
+@testable import NemoShardTools
 
 /// Bad input, a full disk and killed ranks: one clear error, nothing half-written, nothing lost.
 final class FaultTests: XCTestCase {

@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
+@testable import NemoShardCore
+@testable import NemoShardFormat
+@testable import NemoShardMPI
+@testable import NemoShardMesh
+@testable import NemoShardModel
+@testable import NemoShardEngine
 @testable import NemoShard
+@testable import NemoShardTools
 
 /// A committed fixture directory copied to a fresh temporary directory (tests never touch the
 /// committed files). `relative` is under `Fixtures/`, e.g. `transformers5/moe`.

@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
+@testable import NemoShardCore
+@testable import NemoShardFormat
+@testable import NemoShardMPI
+@testable import NemoShardMesh
+@testable import NemoShardModel
+@testable import NemoShardEngine
 @testable import NemoShard
+@testable import NemoShardTools
 
 /// Inputs the fuzzers found or that stress the parsers: each must parse or throw a typed error.
 final class FuzzRegressionTests: XCTestCase {
@@ -8,7 +15,7 @@ final class FuzzRegressionTests: XCTestCase {
         do { _ = try SafetensorsHeader.parse(fileImage: bytes, path: "x") } catch {
             XCTAssertTrue(error is SafetensorsError, "\(error)")
         }
-        do { _ = try HFCheckpoint.parseIndex(bytes, path: "x") } catch { XCTAssertTrue(error is CheckpointError, "\(error)") }
+        do { _ = try HFIndex.parse(bytes, path: "x") } catch { XCTAssertTrue(error is CheckpointError, "\(error)") }
         guard let json = try? JSON.parse(bytes) else { return }
         XCTAssertEqual(try JSON.parse(json.serialized()), json)
         do { _ = try NemotronConfig(json: json, path: "x") } catch { XCTAssertTrue(error is CheckpointError, "\(error)") }
@@ -38,6 +45,6 @@ final class FuzzRegressionTests: XCTestCase {
             Array(#""\udbff\udfff""#.utf8),
         ]
         for c in cases { replay(c) }
-        XCTAssertThrowsError(try HFCheckpoint.parseIndex(Array(#"{"weight_map":{"k":"../x"}}"#.utf8), path: "i"))
+        XCTAssertThrowsError(try HFIndex.parse(Array(#"{"weight_map":{"k":"../x"}}"#.utf8), path: "i"))
     }
 }

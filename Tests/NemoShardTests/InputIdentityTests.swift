@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
+@testable import NemoShardCore
+@testable import NemoShardFormat
+@testable import NemoShardMPI
+@testable import NemoShardMesh
+@testable import NemoShardModel
+@testable import NemoShardEngine
 @testable import NemoShard
+@testable import NemoShardTools
 
 /// Outputs are compared with inputs by file identity, never by path strings; `--force` replaces
 /// only nemoshard's own outputs; an input that changes while a job reads it is an error naming it.

@@ -1,6 +1,13 @@
 import CKernels
 import XCTest
+@testable import NemoShardCore
+@testable import NemoShardFormat
+@testable import NemoShardMPI
+@testable import NemoShardMesh
+@testable import NemoShardModel
+@testable import NemoShardEngine
 @testable import NemoShard
+@testable import NemoShardTools
 
 /// dtype rounding edge cases and the blocked transposes against naive loops.
 final class KernelTests: XCTestCase {

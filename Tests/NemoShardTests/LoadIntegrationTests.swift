@@ -1,5 +1,12 @@
 import XCTest
+@testable import NemoShardCore
+@testable import NemoShardFormat
+@testable import NemoShardMPI
+@testable import NemoShardMesh
+@testable import NemoShardModel
+@testable import NemoShardEngine
 @testable import NemoShard
+@testable import NemoShardTools
 
 /// `mpirun -n N nemoshard load` against the one-process `convert`, rank by rank.
 final class LoadIntegrationTests: XCTestCase {

@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
+@testable import NemoShardCore
+@testable import NemoShardFormat
+@testable import NemoShardMPI
+@testable import NemoShardMesh
+@testable import NemoShardModel
+@testable import NemoShardEngine
 @testable import NemoShard
+@testable import NemoShardTools
 
 /// `scripts/mpirun` runs OpenMPI's mpirun with `--quiet`: a failing job prints nemoshard's one
 /// error line and none of mpirun's boilerplate about aborted jobs, and keeps the exit code.

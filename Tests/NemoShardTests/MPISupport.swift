@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
+@testable import NemoShardCore
+@testable import NemoShardFormat
+@testable import NemoShardMPI
+@testable import NemoShardMesh
+@testable import NemoShardModel
+@testable import NemoShardEngine
 @testable import NemoShard
+@testable import NemoShardTools
 
 /// Runs the real `nemoshard` binary, under `scripts/mpirun` when `ranks` is given.
 struct CLI {

@@ -1,5 +1,12 @@
 import XCTest
+@testable import NemoShardCore
+@testable import NemoShardFormat
+@testable import NemoShardMPI
+@testable import NemoShardMesh
+@testable import NemoShardModel
+@testable import NemoShardEngine
 @testable import NemoShard
+@testable import NemoShardTools
 
 /// In-memory loads hand out non-expert tensors as copy-on-write mappings of the page cache: their
 /// pages must stay shared with the file until written (no anonymous copies), and a write must copy

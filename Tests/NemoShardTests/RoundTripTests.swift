@@ -1,5 +1,12 @@
 import XCTest
+@testable import NemoShardCore
+@testable import NemoShardFormat
+@testable import NemoShardMPI
+@testable import NemoShardMesh
+@testable import NemoShardModel
+@testable import NemoShardEngine
 @testable import NemoShard
+@testable import NemoShardTools
 
 /// The way back straight from memory (`ToHFJob`, `load --to-hf`): byte-identical to a per-rank
 /// checkpoint exported with `save-hf`, in both write modes, on 1-D and replicated meshes.

@@ -1,5 +1,12 @@
 import XCTest
+@testable import NemoShardCore
+@testable import NemoShardFormat
+@testable import NemoShardMPI
+@testable import NemoShardMesh
+@testable import NemoShardModel
+@testable import NemoShardEngine
 @testable import NemoShard
+@testable import NemoShardTools
 
 /// Every rule of the untrusted-header validation, one file each.
 final class SafetensorsReaderTests: XCTestCase {

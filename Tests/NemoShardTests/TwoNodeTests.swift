@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
+@testable import NemoShardCore
+@testable import NemoShardFormat
+@testable import NemoShardMPI
+@testable import NemoShardMesh
+@testable import NemoShardModel
+@testable import NemoShardEngine
 @testable import NemoShard
+@testable import NemoShardTools
 
 /// Two simulated nodes (`scripts/nodes`: network namespaces, OpenMPI over TCP, each node its own
 /// host name and its own "node-local disk" at the same path). A harness that cannot start fails

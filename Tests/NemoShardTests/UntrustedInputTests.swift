@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
+@testable import NemoShardCore
+@testable import NemoShardFormat
+@testable import NemoShardMPI
+@testable import NemoShardMesh
+@testable import NemoShardModel
+@testable import NemoShardEngine
 @testable import NemoShard
+@testable import NemoShardTools
 
 /// Manifests and indexes are untrusted input: a name, key, prefix or config in them that
 /// `load` would never have written is refused with one error line naming the file and the key,
@@ -251,15 +258,15 @@ final class UntrustedInputTests: XCTestCase {
         let index = { (key: String, file: String) in
             Array(JSON.object([("weight_map", .object([(key, .string(file))]))]).serialized().utf8)
         }
-        XCTAssertThrowsError(try HFCheckpoint.parseIndex(index("a", "model-00002-of-00002.safetensors\u{0}junk"), path: "i.json")) {
+        XCTAssertThrowsError(try HFIndex.parse(index("a", "model-00002-of-00002.safetensors\u{0}junk"), path: "i.json")) {
             XCTAssertEqual(String(describing: $0), "i.json: weight_map entry \"a\" names a file with a NUL byte: \"model-00002-of-00002.safetensors\\u0000junk\"")
         }
-        XCTAssertThrowsError(try HFCheckpoint.parseIndex(index("a\u{0}b", "model.safetensors"), path: "i.json")) {
+        XCTAssertThrowsError(try HFIndex.parse(index("a\u{0}b", "model.safetensors"), path: "i.json")) {
             XCTAssertEqual(String(describing: $0), "i.json: weight_map key \"a\\u0000b\" contains a NUL byte")
         }
         // End to end: the C open would have read the real shard behind the NUL.
         let hf = try synthCLI(["--experts", "10", "--shards", "2"])
-        let indexPath = hf + "/" + HFCheckpoint.indexName
+        let indexPath = hf + "/" + HFIndex.fileName
         let json = try JSON.parse(try readWholeFile(indexPath))
         let edited = editing(json, ["weight_map"]) { map in
             .object((map.objectValue ?? []).map { k, v in (k, v.stringValue == "model-00002-of-00002.safetensors" ? .string("model-00002-of-00002.safetensors\u{0}junk") : v) })

@@ -1,4 +1,10 @@
 import Glibc
+import NemoShardCore
+import NemoShardFormat
+import NemoShardMPI
+import NemoShardMesh
+import NemoShardModel
+import NemoShardEngine
 
 /// A torch DCP checkpoint in the HF safetensors layout (`shard-SSSSS-model-IIIII-of-NNNNN`, see
 /// `DCPCheckpoint`) -> a standard Hugging Face checkpoint of full tensors
@@ -85,12 +91,9 @@ public enum ConsolidateJob {
             }
             return ((), writers)
         }, finish: {
-            var weightMap = checkpoint.tensors.map { ($0.name, DCPCheckpoint.outputFileName($0.fileIndex, of: checkpoint.fileCount)) }
-            weightMap.sort { $0.0 < $1.0 }
+            let weightMap = checkpoint.tensors.map { ($0.name, DCPCheckpoint.outputFileName($0.fileIndex, of: checkpoint.fileCount)) }
             let total = checkpoint.tensors.reduce(0) { $0 + $1.byteCount }
-            let index = JSON.object([("metadata", .object([("total_size", .int(Int64(total)))])),
-                                     ("weight_map", .object(weightMap.map { ($0.0, .string($0.1)) }))])
-            try writeFileAtomically(staged.stagingPath(HFCheckpoint.indexName), Array(index.serialized(indent: 2).utf8))
+            try HFIndex(weightMap: weightMap, totalSize: total).write(into: staged.staging)
         })
         let t2 = monotonicSeconds()
         stats.peakRSS = ProcessFacts.peakResidentBytes()
@@ -105,17 +108,17 @@ public enum ConsolidateJob {
 
     /// The shard files one output file reads, each opened once and checked against what the
     /// plan was made from (a shard changed mid-job is an error, not a mixed output).
-    struct ShardFiles {
-        let directory: String
-        let fingerprints: [String: FileFingerprint]
-        var open: [String: SystemFile] = [:]
+    package struct ShardFiles {
+        package let directory: String
+        package let fingerprints: [String: FileFingerprint]
+        package var open: [String: SystemFile] = [:]
 
-        init(directory: String, fingerprints: [String: FileFingerprint]) {
+        package init(directory: String, fingerprints: [String: FileFingerprint]) {
             self.directory = directory
             self.fingerprints = fingerprints
         }
 
-        mutating func file(_ name: String) throws -> SystemFile {
+        package mutating func file(_ name: String) throws -> SystemFile {
             if let f = open[name] { return f }
             let f = try SystemFile(readingAt: FS.join(directory, name))
             if let want = fingerprints[name] { try f.check(against: want) }
@@ -124,7 +127,7 @@ public enum ConsolidateJob {
         }
 
         /// Checks every file read once more (same fingerprint as planned), then closes them.
-        mutating func verifyUnchanged() throws {
+        package mutating func verifyUnchanged() throws {
             for (name, f) in open { if let want = fingerprints[name] { try f.check(against: want) } }
             open.removeAll()
         }
@@ -137,7 +140,7 @@ public enum ConsolidateJob {
     /// and the window is written with one `pwrite`. A window that is one run of one chunk (a
     /// row-split tensor, mostly) is copied in the kernel (`copy_file_range`) instead. Memory is the
     /// two buffers, whatever the tensor's size. Returns the bytes read. Errors name the tensor.
-    static func copyTensor(_ t: DCPCheckpoint.GlobalTensor, into writer: SafetensorsWriter, tensor k: Int,
+    package static func copyTensor(_ t: DCPCheckpoint.GlobalTensor, into writer: SafetensorsWriter, tensor k: Int,
                            sources: inout ShardFiles, window: UnsafeMutableRawBufferPointer,
                            scratch: UnsafeMutableRawBufferPointer) throws -> Int {
         let total = t.byteCount

@@ -1,4 +1,10 @@
 import Glibc
+import NemoShardCore
+import NemoShardFormat
+import NemoShardMPI
+import NemoShardMesh
+import NemoShardModel
+import NemoShardEngine
 
 /// Fault injection for the fault tests: `NEMOSHARD_FAILPOINT=NAME:RANK[:ACTION]` makes that rank,
 /// on reaching the point NAME, SIGKILL itself (`kill`, the default: as if the node died there),
@@ -6,10 +12,10 @@ import Glibc
 /// throw (`error`: as if a read failed there), or pause (`pause`: creates
 /// `$NEMOSHARD_FAILPOINT_DIR/NAME.RANK.reached`, then waits until `$NEMOSHARD_FAILPOINT_DIR/resume`
 /// exists, so a test can change the world between two steps of a job). Unset, it costs one getenv.
-enum Failpoint {
-    enum Action: String { case kill, hang, error, pause }
+package enum Failpoint {
+    package enum Action: String { case kill, hang, error, pause }
 
-    static let spec: (name: String, rank: Int, action: Action)? = {
+    package static let spec: (name: String, rank: Int, action: Action)? = {
         guard let raw = ProcessFacts.environment("NEMOSHARD_FAILPOINT") else { return nil }
         let parts = raw.split(separator: ":")
         guard parts.count == 2 || parts.count == 3, let rank = Int(parts[1]) else { return nil }
@@ -17,7 +23,7 @@ enum Failpoint {
         return (String(parts[0]), rank, action)
     }()
 
-    static func hit(_ name: String, rank: Int) {
+    package static func hit(_ name: String, rank: Int) {
         guard let spec, spec.name == name, spec.rank == rank else { return }
         switch spec.action {
         case .hang: ProcessFacts.waitForever()
@@ -33,15 +39,15 @@ enum Failpoint {
     }
 
     /// A point that can fail: `error` throws here; the other actions are as in `hit`.
-    static func check(_ name: String, rank: Int) throws {
+    package static func check(_ name: String, rank: Int) throws {
         guard let spec, spec.name == name, spec.rank == rank else { return }
         if spec.action == .error { throw Injected(point: name) }
         hit(name, rank: rank)
     }
 
     /// The error an `error` failpoint throws.
-    struct Injected: Error, CustomStringConvertible {
-        let point: String
-        var description: String { "injected failure at failpoint \(point)" }
+    package struct Injected: Error, CustomStringConvertible {
+        package let point: String
+        package var description: String { "injected failure at failpoint \(point)" }
     }
 }

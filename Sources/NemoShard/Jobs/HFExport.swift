@@ -1,3 +1,10 @@
+import NemoShardCore
+import NemoShardFormat
+import NemoShardMPI
+import NemoShardMesh
+import NemoShardModel
+import NemoShardEngine
+
 /// The way back to Hugging Face, shared by `save-hf` (sources: rank files) and `toHF` (sources: a
 /// state dict in memory). Each rank's share (an `ExportPlanner` plan) is split into shards as
 /// `save_pretrained` does, with one global numbering agreed over the mesh's `ep` communicator;
@@ -5,41 +12,41 @@
 /// write into rank 0's staging directory write and the others stream their shards to them.
 /// Rank 0 then writes the index, config.json and the source's small files. Mesh replicas have
 /// an empty share and write nothing.
-struct HFExport {
-    let manifest: Manifest
-    let mesh: DeviceMesh
-    let maxShardBytes: Int
-    let gather: Bool
+package struct HFExport {
+    package let manifest: Manifest
+    package let mesh: DeviceMesh
+    package let maxShardBytes: Int
+    package let gather: Bool
 
-    static let shardTag = 11
+    package static let shardTag = 11
 
     /// One line of the index's weight map, with the tensor's size.
-    struct WeightEntry: Codable {
-        let key: String
-        let file: String
-        let bytes: Int
+    package struct WeightEntry: Codable {
+        package let key: String
+        package let file: String
+        package let bytes: Int
     }
 
     /// One rank's shards and the numbering of all of them.
-    struct Share {
-        let plan: TransferPlan
+    package struct Share {
+        package let plan: TransferPlan
         /// Output indices of each of this rank's shards.
-        let groups: [[Int]]
+        package let groups: [[Int]]
         /// Shards per `ep` rank, and this rank's first global shard index.
-        let counts: [Int]
-        let first: Int
+        package let counts: [Int]
+        package let first: Int
         /// Every `ep` rank's weight-map entries (agreed once the numbering is).
-        var weightEntries: [[WeightEntry]] = []
+        package var weightEntries: [[WeightEntry]] = []
 
-        var total: Int { counts.reduce(0, +) }
+        package var total: Int { counts.reduce(0, +) }
 
-        func shardName(_ i: Int) -> String { "model-\(pad5(i + 1))-of-\(pad5(total)).safetensors" }
+        package func shardName(_ i: Int) -> String { HFIndex.shardName(i + 1, of: total) }
 
-        func shardPlan(_ k: Int) -> TransferPlan { plan.keeping(outputs: groups[k]) }
+        package func shardPlan(_ k: Int) -> TransferPlan { plan.keeping(outputs: groups[k]) }
     }
 
     /// Splits `plan` into shards and agrees on the numbering. Collective over the `ep` communicator.
-    func share(_ plan: TransferPlan) throws -> Share {
+    package func share(_ plan: TransferPlan) throws -> Share {
         let ep = mesh.expertGroup
         let groups = ExportPlanner.shardGroups(plan.outputs, maxBytes: maxShardBytes)
         let counts = try ep.allgather([Int64(groups.count)]).map(Int.init)
@@ -53,7 +60,7 @@ struct HFExport {
 
     /// Writes this rank's shards into the staging directory; returns the summed execution stats
     /// and the writers still to be committed. `execute` runs a plan into a sink.
-    func write(_ s: Share, staged: StagedOutput, stats: inout RankStats,
+    package func write(_ s: Share, staged: StagedOutput, stats: inout RankStats,
                execute: (TransferPlan, TensorSink) throws -> ExecutionStats) throws -> (ExecutionStats, [SafetensorsWriter]) {
         gather ? try writeGathered(s, staged: staged, stats: &stats, execute: execute)
                : try writeParallel(s, staged: staged, stats: &stats, execute: execute)
@@ -169,17 +176,14 @@ struct HFExport {
 
     /// Rank 0: the index (every weight sorted by key), config.json and the source's small files
     /// (checked again as they are copied: `Manifest.extraFileSources`).
-    func finish(_ s: Share, staged: StagedOutput) throws {
+    package func finish(_ s: Share, staged: StagedOutput) throws {
         var weightMap: [(String, String)] = []
         var totalSize = 0
         for e in s.weightEntries.joined() {
             weightMap.append((e.key, e.file))
             totalSize += e.bytes
         }
-        weightMap.sort { $0.0 < $1.0 }
-        let index = JSON.object([("metadata", .object([("total_size", .int(Int64(totalSize)))])),
-                                 ("weight_map", .object(weightMap.map { ($0.0, .string($0.1)) }))])
-        try writeFileAtomically(staged.stagingPath(HFCheckpoint.indexName), Array(index.serialized(indent: 2).utf8))
+        try HFIndex(weightMap: weightMap, totalSize: totalSize).write(into: staged.staging)
         try writeFileAtomically(staged.stagingPath("config.json"), Array(manifest.config.serialized(indent: 2).utf8))
         for (name, from) in try manifest.extraFileSources() {
             try FS.copyFile(from: from, to: staged.stagingPath(name))
@@ -190,7 +194,7 @@ struct HFExport {
 extension HFExport {
     /// The whole export of this rank's `plan` into `output`: the source's small files checked,
     /// numbering, staged writes, index, commit, and the report. Collective over the mesh.
-    func run(_ plan: TransferPlan, output: String, force: Bool, inputs: [String], started t0: Double,
+    package func run(_ plan: TransferPlan, output: String, force: Bool, inputs: [String], started t0: Double,
              execute: (TransferPlan, TensorSink) throws -> ExecutionStats) throws -> JobReport {
         let world = mesh.world
         // The source's small files are checked before anything is written: a moved source or a

@@ -1,3 +1,10 @@
+import NemoShardCore
+import NemoShardFormat
+import NemoShardMPI
+import NemoShardMesh
+import NemoShardModel
+import NemoShardEngine
+
 /// A summary of a checkpoint directory (HF or per-rank), as JSON and as text.
 public enum Inspect {
     public static func run(_ directory: String) throws -> JSON {
@@ -5,7 +12,7 @@ public enum Inspect {
         return try huggingFace(directory)
     }
 
-    static func blockSummary(_ config: NemotronConfig) -> [(String, JSON)] {
+    package static func blockSummary(_ config: NemotronConfig) -> [(String, JSON)] {
         var counts: [(String, JSON)] = []
         for b in BlockType.allCases {
             counts.append((b.word, .int(Int64(config.layers.filter { $0 == b }.count))))
@@ -26,13 +33,13 @@ public enum Inspect {
         return out
     }
 
-    static func dtypeBytes(_ items: [(DType, Int)]) -> JSON {
+    package static func dtypeBytes(_ items: [(DType, Int)]) -> JSON {
         var totals: [DType: Int] = [:]
         for (d, n) in items { totals[d, default: 0] += n }
         return .object(totals.keys.map(\.rawValue).sorted().map { ($0, .int(Int64(totals[DType(rawValue: $0)!]!))) })
     }
 
-    static func huggingFace(_ directory: String) throws -> JSON {
+    package static func huggingFace(_ directory: String) throws -> JSON {
         let ckpt = try HFCheckpoint.open(directory)
         let layout = try LoadPlanner(checkpoint: ckpt).layout
         let expertKeys = layout.experts.values.reduce(0) { $0 + $1.values.reduce(0) { $0 + $1.count } }
@@ -53,7 +60,7 @@ public enum Inspect {
         return .object(m)
     }
 
-    static func perRank(_ directory: String) throws -> JSON {
+    package static func perRank(_ directory: String) throws -> JSON {
         let sharded = try ShardedCheckpoint.open(directory)
         let manifest = sharded.manifest
         var m: [(String, JSON)] = [("kind", .string("per-rank")), ("directory", .string(directory))]

@@ -1,3 +1,10 @@
+import NemoShardCore
+import NemoShardFormat
+import NemoShardMPI
+import NemoShardMesh
+import NemoShardModel
+import NemoShardEngine
+
 /// HF checkpoint -> each rank's internal state dict (`from_hf` over a device mesh), held in memory
 /// or written as a per-rank checkpoint. Rank 0 reads the index, config and headers once and sends
 /// the plan; each rank then reads only its own experts and the non-expert tensors.
@@ -33,7 +40,7 @@ public enum LoadJob {
         public let manifest: Manifest
         public let report: JobReport
         /// Every directory and file the state was read from (an export must not replace them).
-        let inputs: [String]
+        package let inputs: [String]
 
         /// The state dict as a dictionary.
         public var stateDict: [String: Tensor] { Dictionary(tensors, uniquingKeysWith: { a, _ in a }) }
@@ -52,10 +59,7 @@ public enum LoadJob {
         let (plan, manifest) = try world.agree { () -> (TransferPlan, Manifest) in
             let planner = try LoadPlanner(checkpoint: checkpoint, expertDType: o.dtype)
             let (plan, globals) = try planner.plan(range: range, rank: epRank)
-            let ranks = (0..<world.size).map {
-                Manifest.RankEntry(rank: $0, file: Manifest.rankFileName($0, of: world.size),
-                                   experts: shape.expertRange(of: $0, experts: nExperts))
-            }
+            let ranks = Manifest.rankEntries(worldSize: world.size, mesh: shape, experts: nExperts)
             let manifest = Manifest(
                 worldSize: world.size, mesh: shape, nRoutedExperts: nExperts, ranks: ranks,
                 tensors: globals,

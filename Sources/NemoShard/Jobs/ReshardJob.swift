@@ -1,3 +1,10 @@
+import NemoShardCore
+import NemoShardFormat
+import NemoShardMPI
+import NemoShardMesh
+import NemoShardModel
+import NemoShardEngine
+
 /// Per-rank checkpoint on one mesh -> per-rank checkpoint on another, without a trip through HF:
 /// each new rank reads only the row runs of the old grouped tensors that hold its experts, and the
 /// non-expert tensors from one old rank file.
@@ -24,9 +31,7 @@ public enum ReshardJob {
         let range = mesh.expertRange(experts: old.nRoutedExperts)
         let manifest = Manifest(
             worldSize: world.size, mesh: shape, nRoutedExperts: old.nRoutedExperts,
-            ranks: (0..<world.size).map {
-                .init(rank: $0, file: Manifest.rankFileName($0, of: world.size), experts: shape.expertRange(of: $0, experts: old.nRoutedExperts))
-            },
+            ranks: Manifest.rankEntries(worldSize: world.size, mesh: shape, experts: old.nRoutedExperts),
             tensors: old.tensors, sourceDirectory: old.sourceDirectory, config: old.config, hfPrefix: old.hfPrefix,
             hfKeys: old.hfKeys, extraFiles: old.extraFiles)
         // Every rank's plan (the same on every rank): pieces a rank cannot read travel over MPI.

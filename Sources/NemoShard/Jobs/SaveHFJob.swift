@@ -1,3 +1,10 @@
+import NemoShardCore
+import NemoShardFormat
+import NemoShardMPI
+import NemoShardMesh
+import NemoShardModel
+import NemoShardEngine
+
 /// Where and how a Hugging Face export is written; shared by `save-hf` and `to-hf`.
 public struct HFExportOptions {
     public var output: String

@@ -1,4 +1,10 @@
 import CKernels
+import NemoShardCore
+import NemoShardFormat
+import NemoShardMPI
+import NemoShardMesh
+import NemoShardModel
+import NemoShardEngine
 
 /// Compares two checkpoints of any kinds (HF or per-rank, any mesh) in the global internal view:
 /// the same tensors, dtypes, shapes and bytes, checked with a CRC-32C per expert slice.
@@ -58,24 +64,24 @@ public enum VerifyJob {
     }
 
     /// A checkpoint opened for verification: its plan for the whole global view.
-    struct View {
-        let plan: TransferPlan
-        let grouped: [Bool]
+    package struct View {
+        package let plan: TransferPlan
+        package let grouped: [Bool]
         /// Source HF keys that `from_hf` drops, with the reason.
-        let dropped: [String: String]
-        let config: JSON
+        package let dropped: [String: String]
+        package let config: JSON
         /// The per-rank checkpoint behind a per-rank view (its files may be spread over nodes).
-        var sharded: ShardedCheckpoint?
+        package var sharded: ShardedCheckpoint?
     }
 
     /// The HF keys of `keys` that `adapter` drops, with the reason.
-    static func droppedKeys(_ keys: [String], _ adapter: NemotronV3Adapter) -> [String: String] {
+    package static func droppedKeys(_ keys: [String], _ adapter: NemotronV3Adapter) -> [String: String] {
         var out: [String: String] = [:]
         for k in keys { if case let .drop(why)? = try? adapter.classify(k) { out[k] = why.description } }
         return out
     }
 
-    static func view(_ path: String, dtype: DType, world: Collective) throws -> View {
+    package static func view(_ path: String, dtype: DType, world: Collective) throws -> View {
         if FS.exists(FS.join(path, Manifest.fileName)) {
             let s = try ShardedCheckpoint.openShared(path, world: world)
             let all = ExpertRange(start: 0, end: s.manifest.nRoutedExperts)
@@ -97,7 +103,7 @@ public enum VerifyJob {
     }
 
     /// This rank's share of `view`: slices whose (name, slice) hash falls on it; returns checksums.
-    static func checksum(_ v: View, world: Collective, chunkBytes: Int, stats: inout RankStats) throws -> [TensorSum] {
+    package static func checksum(_ v: View, world: Collective, chunkBytes: Int, stats: inout RankStats) throws -> [TensorSum] {
         let outs = v.plan.outputs
         let slices = outs.indices.map { v.grouped[$0] ? outs[$0].shape.first ?? 0 : 1 }
         func owner(_ o: Int, _ s: Int) -> Int { Int((fnv1a(outs[o].name) &+ UInt64(s)) % UInt64(world.size)) }
@@ -168,7 +174,7 @@ public enum VerifyJob {
     }
 
     /// Dropped keys only one side has, and config.json fields that differ.
-    static func ignoredDifferences(_ a: View, _ b: View) -> [String] {
+    package static func ignoredDifferences(_ a: View, _ b: View) -> [String] {
         var out: [String] = []
         for (side, mine, theirs) in [("A", a.dropped, b.dropped), ("B", b.dropped, a.dropped)] {
             for k in mine.keys.sorted() where theirs[k] == nil {

@@ -1,0 +1,286 @@
+import NemoShardCore
+
+/// A `torch.distributed.checkpoint` directory in the Hugging Face safetensors layout, as
+/// `HuggingFaceStorageWriter(save_distributed=True)` writes it: files
+/// `shard-SSSSS-model-IIIII-of-NNNNN.safetensors` (rank S+1's chunks of the tensors that belong in
+/// output file I of N), in the directory itself or under `sharded/` (never both). Each file's
+/// `DCP_SHARDING_INFO` metadata gives every chunk's offsets in its global tensor (no entry: the
+/// file holds whole tensors). `open` checks that every output file 1...N has shard files, that the
+/// chunks of every tensor tile it exactly, and, where torch's consolidation sits beside the
+/// shards, that the global shapes agree with it.
+public struct DCPCheckpoint: Sendable {
+    /// One piece of a global tensor, stored whole in one file.
+    public struct Chunk: Sendable, Equatable {
+        /// File name inside `directory`.
+        public let file: String
+        public let offsets: [Int]
+        public let shape: [Int]
+        /// Absolute offset of the chunk's first byte in its file.
+        public let dataOffset: Int
+        public let byteCount: Int
+    }
+
+    /// A tensor as the chunks assemble it.
+    public struct GlobalTensor: Sendable {
+        public let name: String
+        public let dtype: DType
+        public let shape: [Int]
+        /// 1-based number of the output file it belongs in (the `model-IIIII` part of its files' names).
+        public let fileIndex: Int
+        public let chunks: [Chunk]
+
+        public var byteCount: Int { shape.reduce(1, *) * dtype.size }
+    }
+
+    /// The directory that holds the shard files (the given one, or its `sharded/`).
+    public let directory: String
+    /// N of `model-IIIII-of-NNNNN`: how many output files the tensors are spread over.
+    public let fileCount: Int
+    /// Every tensor, ordered by output file, then name.
+    public let tensors: [GlobalTensor]
+    /// Each shard file (by name) as it was when its header was read.
+    package var fingerprints: [String: FileFingerprint] = [:]
+
+    /// Every file a job reading this checkpoint reads, and the directory itself.
+    package var inputPaths: [String] {
+        [directory] + Set(tensors.flatMap { $0.chunks.map(\.file) }).sorted().map { FS.join(directory, $0) }
+    }
+
+    /// Where torch puts the shard files when it also consolidates (`enable_consolidation=True`).
+    public static let shardsSubdirectory = "sharded"
+
+    /// `shard-00001-model-00002-of-00003.safetensors` -> (1, 2, 3); nil for any other name.
+    public static func parseFileName(_ name: String) -> (shard: Int, model: Int, of: Int)? {
+        guard name.hasSuffix(".safetensors") else { return nil }
+        let parts = name.dropLast(".safetensors".count).split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 6, parts[0] == "shard", parts[2] == "model", parts[4] == "of" else { return nil }
+        let numbers = [parts[1], parts[3], parts[5]].map { p -> Int? in
+            guard !p.isEmpty, p.count <= 9, p.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+            return Int(p)
+        }
+        guard let s = numbers[0], let m = numbers[1], let n = numbers[2], s >= 1, m >= 1, m <= n else { return nil }
+        return (s, m, n)
+    }
+
+    /// The output file name torch's consolidation gives file `index` of `count`.
+    public static func outputFileName(_ index: Int, of count: Int) -> String {
+        HFIndex.shardName(index, of: count)
+    }
+
+    /// Finds the shard files, reads every header and checks the chunks: that every output file
+    /// 1...N has shard files, that the chunks of every tensor tile it, and, where the directory
+    /// also holds torch's consolidation of the checkpoint (`model.safetensors.index.json`,
+    /// `model-IIIII-of-NNNNN.safetensors`), that the tensors agree with it (`checkReference`).
+    public static func open(_ path: String) throws -> DCPCheckpoint {
+        try FS.requireDirectory(path)
+        var directory = path
+        var names = try FS.list(path).filter { parseFileName($0) != nil }.sorted()
+        let sub = FS.join(path, shardsSubdirectory)
+        if FS.isDirectory(sub) {
+            let inSub = try FS.list(sub).filter { parseFileName($0) != nil }
+            if !inSub.isEmpty {
+                // torch puts the shards under sharded/ or beside it, never both: a file beside it is
+                // left from another checkpoint, and reading either set alone could give wrong tensors.
+                if let stray = names.first {
+                    throw CheckpointError(path: FS.join(path, stray), "a DCP shard file beside \(shardsSubdirectory)/, which holds shard files too: move one set away")
+                }
+                directory = sub
+                names = inSub.sorted()
+            }
+        }
+        guard !names.isEmpty else {
+            throw CheckpointError(path: path, "no DCP shard files (shard-NNNNN-model-NNNNN-of-NNNNN.safetensors) here or under \(shardsSubdirectory)/")
+        }
+        var fileCount: Int?
+        var models = Set<Int>()
+        var collected: [String: (dtype: DType, fileIndex: Int, chunks: [Chunk])] = [:]
+        var order: [String] = []
+        var fingerprints: [String: FileFingerprint] = [:]
+        for name in names {
+            guard let parsed = parseFileName(name) else { continue }
+            let filePath = FS.join(directory, name)
+            if let n = fileCount, n != parsed.of {
+                throw CheckpointError(path: filePath, "names \(parsed.of) output files, but \(names[0]) names \(n)")
+            }
+            fileCount = parsed.of
+            models.insert(parsed.model)
+            let file = try SafetensorsFile(path: filePath)
+            fingerprints[name] = file.fingerprint
+            let metadata = Dictionary(file.header.metadata, uniquingKeysWith: { a, _ in a })
+            let info = try metadata[DCPShardingInfo.metadataKey].map { try DCPShardingInfo.parse($0, path: filePath) }
+            if let info {
+                for key in info.keys.sorted() where file.header[key] == nil {
+                    throw CheckpointError(path: filePath, "metadata \(DCPShardingInfo.metadataKey) names tensor \"\(key)\", which the file does not hold")
+                }
+            }
+            for t in file.header.tensors {
+                let offsets: [Int]
+                if let info {
+                    guard let o = info[t.name] else {
+                        throw CheckpointError(path: filePath, "tensor \"\(t.name)\" has no entry in metadata \(DCPShardingInfo.metadataKey)")
+                    }
+                    guard o.count == t.shape.count else {
+                        throw CheckpointError(path: filePath, "tensor \"\(t.name)\": \(o.count) offsets \(o) for a \(t.shape.count)-D chunk \(t.shape)")
+                    }
+                    offsets = o
+                } else {
+                    offsets = [Int](repeating: 0, count: t.shape.count)
+                }
+                let chunk = Chunk(file: name, offsets: offsets, shape: t.shape, dataOffset: file.fileOffset(of: t), byteCount: t.byteCount)
+                if let seen = collected[t.name] {
+                    let first = seen.chunks[0].file
+                    guard seen.dtype == t.dtype else {
+                        throw CheckpointError(path: filePath, "tensor \"\(t.name)\": dtype \(t.dtype.rawValue), but \(seen.dtype.rawValue) in \(first)")
+                    }
+                    guard seen.fileIndex == parsed.model else {
+                        throw CheckpointError(path: filePath, "tensor \"\(t.name)\" belongs in output file \(parsed.model), but in \(seen.fileIndex) by \(first)")
+                    }
+                    guard seen.chunks[0].shape.count == t.shape.count else {
+                        throw CheckpointError(path: filePath, "tensor \"\(t.name)\": a \(t.shape.count)-D chunk, but \(seen.chunks[0].shape.count)-D in \(first)")
+                    }
+                    collected[t.name]?.chunks.append(chunk)
+                } else {
+                    collected[t.name] = (t.dtype, parsed.model, [chunk])
+                    order.append(t.name)
+                }
+            }
+        }
+        let count = fileCount ?? 1
+        // Every output file 1...N must have shard files (the N in the names says how many there are).
+        var expected = 1
+        for m in models.sorted() {
+            guard m == expected else { break }
+            expected += 1
+        }
+        if expected <= count {
+            let missing = outputFileName(expected, of: count).dropLast(".safetensors".count)
+            throw CheckpointError(path: directory, "no shard file of \(missing) (shard-NNNNN-\(missing).safetensors): the checkpoint is incomplete")
+        }
+        var tensors: [GlobalTensor] = []
+        var total = 0
+        for name in order {
+            guard let c = collected[name] else { continue }
+            let shape = try ChunkTiling.globalShape(of: c.chunks, dtype: c.dtype, tensor: name, directory: directory)
+            try ChunkTiling.checkTiling(c.chunks, globalShape: shape, tensor: name, directory: directory)
+            let t = GlobalTensor(name: name, dtype: c.dtype, shape: shape, fileIndex: c.fileIndex, chunks: c.chunks)
+            // Bounded far below Int.max, so no sum of tensor bytes (with headers) downstream can overflow.
+            let (sum, overflow) = total.addingReportingOverflow(t.byteCount)
+            guard !overflow, sum <= ChunkTiling.maxGlobalBytes << 12 else {
+                throw CheckpointError(path: directory, "tensor \"\(name)\": the tensors up to it hold more bytes than nemoshard accepts")
+            }
+            total = sum
+            tensors.append(t)
+        }
+        let holding = Set(tensors.map(\.fileIndex))
+        if let empty = (1...count).first(where: { !holding.contains($0) }) {
+            let model = outputFileName(empty, of: count).dropLast(".safetensors".count)
+            throw CheckpointError(path: directory, "the shard files of \(model) hold no tensor: the checkpoint is incomplete")
+        }
+        tensors.sort { ($0.fileIndex, $0.name) < ($1.fileIndex, $1.name) }
+        var checkpoint = DCPCheckpoint(directory: FS.realPath(directory), fileCount: count, tensors: tensors)
+        checkpoint.fingerprints = fingerprints
+        // torch's consolidation (enable_consolidation=True) sits beside sharded/.
+        let reference = directory != path || FS.baseName(path) != shardsSubdirectory ? path : FS.parent(path)
+        try checkpoint.checkReference(in: reference)
+        return checkpoint
+    }
+
+    /// Checks the tensors against torch's consolidation of this checkpoint where `reference` holds
+    /// one (torch writes it beside `sharded/`): each consolidated file
+    /// `model-IIIII-of-NNNNN.safetensors` there must hold exactly the tensors of output file I, each
+    /// with the global shape and dtype its chunks tile; the index (`model.safetensors.index.json`)
+    /// must put every tensor in the output file its shard files name and no other tensor anywhere,
+    /// and its `total_size` must be the tensors' bytes. So a shard file gone missing (which can
+    /// leave a tensor that still tiles, only smaller) is caught wherever the global shapes are on
+    /// record. Every error is one line naming the tensor.
+    package func checkReference(in reference: String) throws {
+        let byName = Dictionary(tensors.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        for index in 1...max(fileCount, 1) {
+            let name = DCPCheckpoint.outputFileName(index, of: fileCount)
+            let path = FS.join(reference, name)
+            guard FS.exists(path) else { continue }
+            let file = try SafetensorsFile(path: path)
+            var seen = Set<String>()
+            for r in file.header.tensors {
+                guard let t = byName[r.name], t.fileIndex == index else {
+                    throw CheckpointError(path: path, "tensor \"\(r.name)\" is here, but in no shard file of \(name.dropLast(".safetensors".count))")
+                }
+                guard r.shape == t.shape, r.dtype == t.dtype else {
+                    throw CheckpointError(path: path, "tensor \"\(r.name)\": \(r.dtype.rawValue) \(r.shape) here, but its chunks tile \(t.dtype.rawValue) \(t.shape)")
+                }
+                seen.insert(r.name)
+            }
+            if let absent = tensors.first(where: { $0.fileIndex == index && !seen.contains($0.name) }) {
+                throw CheckpointError(path: path, "tensor \"\(absent.name)\" of the shard files of \(name.dropLast(".safetensors".count)) is not here")
+            }
+        }
+        let indexPath = FS.join(reference, HFIndex.fileName)
+        if FS.exists(indexPath) {
+            let index = try HFIndex.parse(try readWholeFile(indexPath, limit: ReadLimit.index), path: indexPath)
+            var listed = Set<String>()
+            for (name, file) in index.weightMap {
+                guard let t = byName[name] else {
+                    throw CheckpointError(path: indexPath, "tensor \"\(name)\" (in \(file)) is in no shard file")
+                }
+                let want = DCPCheckpoint.outputFileName(t.fileIndex, of: fileCount)
+                guard file == want else {
+                    throw CheckpointError(path: indexPath, "tensor \"\(name)\" is in \(file), but its shard files put it in \(want)")
+                }
+                listed.insert(name)
+            }
+            if let unlisted = tensors.first(where: { !listed.contains($0.name) }) {
+                throw CheckpointError(path: indexPath, "tensor \"\(unlisted.name)\" of the shard files is not in its weight_map")
+            }
+            let total = tensors.reduce(0) { $0 + $1.byteCount }  // no overflow: `open` checked the sum
+            if let declared = index.totalSize, declared != total {
+                throw CheckpointError(path: indexPath, "metadata total_size is \(declared) bytes, but the tensors the shard files tile hold \(total)")
+            }
+        }
+    }
+
+    public init(directory: String, fileCount: Int, tensors: [GlobalTensor]) {
+        self.directory = directory
+        self.fileCount = fileCount
+        self.tensors = tensors
+    }
+}
+
+extension DCPCheckpoint {
+    /// The plan as JSON, so rank 0 can send it to the others.
+    public func toJSON() -> JSON {
+        func ints(_ a: [Int]) -> JSON { .array(a.map { .int(Int64($0)) }) }
+        return .object([
+            ("directory", .string(directory)),
+            ("file_count", .int(Int64(fileCount))),
+            ("tensors", .array(tensors.map { t in
+                .object([("name", .string(t.name)), ("dtype", .string(t.dtype.rawValue)), ("shape", ints(t.shape)),
+                         ("file_index", .int(Int64(t.fileIndex))),
+                         ("chunks", .array(t.chunks.map { c in
+                             .array([.string(c.file), ints(c.offsets), ints(c.shape), .int(Int64(c.dataOffset)), .int(Int64(c.byteCount))])
+                         }))])
+            })),
+        ])
+    }
+
+    public init(json: JSON) throws {
+        func bad() -> CheckpointError { CheckpointError(path: "<plan>", "malformed DCP plan") }
+        func ints(_ j: JSON?) throws -> [Int] {
+            guard let a = j?.arrayValue else { throw bad() }
+            return try a.map { guard let i = $0.intValue else { throw bad() }; return Int(i) }
+        }
+        guard let dir = json["directory"]?.stringValue, let n = json["file_count"]?.intValue,
+              let list = json["tensors"]?.arrayValue else { throw bad() }
+        directory = dir
+        fileCount = Int(n)
+        tensors = try list.map { t in
+            guard let name = t["name"]?.stringValue, let d = t["dtype"]?.stringValue, let dtype = DType(rawValue: d),
+                  let index = t["file_index"]?.intValue, let chunks = t["chunks"]?.arrayValue else { throw bad() }
+            return GlobalTensor(name: name, dtype: dtype, shape: try ints(t["shape"]), fileIndex: Int(index),
+                                chunks: try chunks.map { c in
+                guard let a = c.arrayValue, a.count == 5, let f = a[0].stringValue, let o = a[3].intValue, let b = a[4].intValue
+                else { throw bad() }
+                return Chunk(file: f, offsets: try ints(a[1]), shape: try ints(a[2]), dataOffset: Int(o), byteCount: Int(b))
+            })
+        }
+    }
+}

@@ -1,0 +1,58 @@
+import CMPI
+import Glibc
+import NemoShardCore
+
+/// Process-wide MPI start and stop. Without `mpirun` the process is a world of one.
+public enum MPIRuntime {
+    nonisolated(unsafe) private static var started = false
+
+    /// Largest single transfer; bigger messages are split. `NEMOSHARD_MPI_CHUNK` overrides it (tests).
+    nonisolated(unsafe) public static var maxChunk: Int = {
+        if let s = getenv("NEMOSHARD_MPI_CHUNK"), let n = Int(String(cString: s)), n > 0 { return min(n, Int(Int32.max)) }
+        return 1 << 30
+    }()
+
+    /// Initialises MPI (thread level FUNNELED) once and returns the world communicator.
+    @discardableResult
+    public static func start() throws -> Communicator {
+        if !started {
+            var initialized: Int32 = 0
+            MPI_Initialized(&initialized)
+            if initialized == 0 {
+                var provided: Int32 = 0
+                try MPIError.check(MPI_Init_thread(nil, nil, cmpi_thread_funneled(), &provided), "MPI_Init_thread")
+            }
+            MPI_Comm_set_errhandler(cmpi_comm_world(), cmpi_errors_return())
+            started = true
+        }
+        return Communicator(handle: cmpi_comm_world(), owned: false)
+    }
+
+    /// Whether `start()` has run and `stop()` has not.
+    public static var isStarted: Bool { started }
+
+    /// Waits for every rank (if MPI is running), e.g. so rank 0 can print an error before mpirun
+    /// sees another rank's non-zero exit and ends the job.
+    public static func barrierIfStarted() {
+        guard started else { return }
+        MPI_Barrier(cmpi_comm_world())
+    }
+
+    /// Finalises MPI if this process started it.
+    public static func stop() {
+        guard started else { return }
+        var finalized: Int32 = 0
+        MPI_Finalized(&finalized)
+        if finalized == 0 { MPI_Finalize() }
+        started = false
+    }
+
+    /// Ends every process of the job with `code`.
+    public static func abort(_ code: Int32) -> Never {
+        MPI_Abort(cmpi_comm_world(), code)
+        exit(code)
+    }
+
+    /// Whether this process was started by mpirun (OpenMPI sets these).
+    public static var launchedByMPIRun: Bool { getenv("OMPI_COMM_WORLD_SIZE") != nil }
+}

@@ -1,0 +1,105 @@
+import NemoShardCore
+import NemoShardFormat
+import NemoShardMesh
+
+/// How a piece's source bytes become destination bytes.
+package enum Transform: Sendable, Equatable {
+    /// Bytes unchanged.
+    case copy
+    /// A `rows x cols` matrix of `from` becomes its `cols x rows` transpose in `to`.
+    case transpose(rows: Int, cols: Int, from: DType, to: DType)
+
+    /// Destination bytes produced from `sourceBytes` source bytes.
+    package func outputBytes(sourceBytes: Int) -> Int {
+        switch self {
+        case .copy: return sourceBytes
+        case let .transpose(rows, cols, _, to): return rows * cols * to.size
+        }
+    }
+}
+
+/// A byte range of one source file.
+package struct SourceRange: Sendable, Equatable {
+    package let file: Int
+    package let offset: Int
+    package let count: Int
+    package var end: Int { offset + count }
+
+    package init(file: Int, offset: Int, count: Int) {
+        self.file = file
+        self.offset = offset
+        self.count = count
+    }
+}
+
+/// One unit of work: read `source`, apply `transform`, place the result at `destOffset` of output `output`.
+package struct Piece: Sendable, Equatable {
+    package let source: SourceRange
+    package let transform: Transform
+    package let output: Int
+    package let destOffset: Int
+
+    package init(source: SourceRange, transform: Transform, output: Int, destOffset: Int) {
+        self.source = source
+        self.transform = transform
+        self.output = output
+        self.destOffset = destOffset
+    }
+}
+
+/// Everything one rank must read and produce: source files, output tensors and the pieces between them.
+package struct TransferPlan: Sendable {
+    package var files: [String]
+    /// What each file (by index) was when the plan was made from its header; the executor refuses
+    /// a file that no longer matches, so a shard changed mid-job is an error, not a mixed output.
+    package var fingerprints: [Int: FileFingerprint] = [:]
+    package var outputs: [TensorSpec]
+    package var pieces: [Piece]
+
+    package init(files: [String] = [], fingerprints: [Int: FileFingerprint] = [:], outputs: [TensorSpec] = [], pieces: [Piece] = []) {
+        self.files = files
+        self.fingerprints = fingerprints
+        self.outputs = outputs
+        self.pieces = pieces
+    }
+
+    /// Source bytes this plan reads.
+    package var bytesToRead: Int { pieces.reduce(0) { $0 + $1.source.count } }
+    /// Bytes of all outputs.
+    package var bytesToProduce: Int { outputs.reduce(0) { $0 + $1.byteCount } }
+
+    /// The plan without the outputs `keep` refuses (and without the pieces that produce them).
+    package func keeping(_ keep: (TensorSpec) -> Bool) -> TransferPlan {
+        keeping(outputs: outputs.indices.filter { keep(outputs[$0]) })
+    }
+
+    /// The plan of only the outputs at `kept` (ascending), renumbered in that order.
+    package func keeping(outputs kept: [Int]) -> TransferPlan {
+        var index = [Int?](repeating: nil, count: outputs.count)
+        var out = TransferPlan(files: files, fingerprints: fingerprints)
+        for i in kept {
+            index[i] = out.outputs.count
+            out.outputs.append(outputs[i])
+        }
+        for p in pieces {
+            guard let j = index[p.output] else { continue }
+            out.pieces.append(Piece(source: p.source, transform: p.transform, output: j, destOffset: p.destOffset))
+        }
+        return out
+    }
+
+    /// Checks that every output byte is produced exactly once (a plan bug otherwise).
+    package func validateCoverage() throws {
+        var covered = [Int](repeating: 0, count: outputs.count)
+        for p in pieces {
+            let n = p.transform.outputBytes(sourceBytes: p.source.count)
+            guard p.destOffset >= 0, p.destOffset + n <= outputs[p.output].byteCount else {
+                throw InternalError("\(outputs[p.output].name): a piece lies outside its tensor")
+            }
+            covered[p.output] += n
+        }
+        for (i, o) in outputs.enumerated() where covered[i] != o.byteCount {
+            throw InternalError("\(o.name): the plan covers \(covered[i]) of \(o.byteCount) bytes")
+        }
+    }
+}
