@@ -92,8 +92,8 @@ DEFINE_TRANSPOSE(t_f32_f16, LOAD_F32, STORE_F16)
 // Raw transposes: T x T tiles, walked column strip by column strip. A strip is one cache line of
 // each source row (64 bytes) and up to 512 rows: the source is read a line at a time and every
 // destination row of the strip is written in one long run, so neither side thrashes the TLB or
-// the L1 sets (2.7 -> 5-7 GB/s for Nano's 2688 x 1856 bf16 matrices on this machine's EPYC,
-// against 64 x 64 square blocks). Scalar edges.
+// the L1 sets (2.4 -> 5.2 GB/s for Nano's 2688 x 1856 bf16 matrices against 64 x 64 square
+// blocks, the README's measurement). Scalar edges.
 #define DEFINE_BLOCKED(NAME, TYPE, T, TILE)                                                \
     static void NAME(const TYPE *restrict src, TYPE *restrict dst, size_t rows, size_t cols) { \
         enum { BR = 512, LINE = 64 / sizeof(TYPE), BC = LINE < T ? T : LINE };          \

@@ -1,7 +1,7 @@
 import Glibc
 
 /// A failed system call on a path: which call, which file, and the errno text.
-public struct IOError: Error, CustomStringConvertible {
+public struct IOError: Error, CustomStringConvertible, Codable, Sendable {
     public let operation: String
     public let path: String
     public let code: Int32
@@ -21,9 +21,9 @@ public struct IOError: Error, CustomStringConvertible {
 }
 
 /// A safetensors file that breaks the format's rules: which file, which tensor, which rule.
-public struct SafetensorsError: Error, CustomStringConvertible, Equatable {
+public struct SafetensorsError: Error, CustomStringConvertible, Equatable, Codable, Sendable {
     /// The rule broken (tests match the case; `description` is the message).
-    public enum Reason: Sendable, Equatable, CustomStringConvertible {
+    public enum Reason: Sendable, Equatable, CustomStringConvertible, Codable {
         case fileTooSmall(size: Int)
         case headerTooLong(length: UInt64, limit: Int)
         case headerPastEnd(length: UInt64, fileSize: Int)
@@ -94,7 +94,7 @@ public struct SafetensorsError: Error, CustomStringConvertible, Equatable {
 }
 
 /// A checkpoint whose files, config or keys do not fit together.
-public struct CheckpointError: Error, CustomStringConvertible {
+public struct CheckpointError: Error, CustomStringConvertible, Codable, Sendable {
     public let path: String
     public let reason: String
 
@@ -106,15 +106,31 @@ public struct CheckpointError: Error, CustomStringConvertible {
     public var description: String { "\(path): \(reason)" }
 }
 
-/// A command used the wrong way (exit code 2).
-public struct UsageError: Error, CustomStringConvertible {
+/// A job asked for the wrong way (exit code 2 from the command-line tool). The message names
+/// what is wrong in the library's terms; `remedy` says which option of the job would change it,
+/// so the command-line tool can name its own flag.
+public struct UsageError: Error, CustomStringConvertible, Codable, Sendable {
+    /// An option of a job that would make the request valid.
+    public enum Remedy: String, Codable, Sendable {
+        /// `force`: replace an existing output.
+        case force
+        /// `gather`: write a Hugging Face export from the first rank's node only.
+        case gather
+    }
+
     public let message: String
-    public init(_ message: String) { self.message = message }
+    public let remedy: Remedy?
+
+    public init(_ message: String, remedy: Remedy? = nil) {
+        self.message = message
+        self.remedy = remedy
+    }
+
     public var description: String { message }
 }
 
 /// An output directory that cannot be written now (another job holds it, it changed under us).
-public struct OutputError: Error, CustomStringConvertible {
+public struct OutputError: Error, CustomStringConvertible, Codable, Sendable {
     public let path: String
     public let reason: String
 
@@ -128,7 +144,7 @@ public struct OutputError: Error, CustomStringConvertible {
 
 /// A broken invariant of nemoshard itself (a plan that does not cover its outputs, a piece out of
 /// range): never the input's fault, always a bug to report.
-public struct InternalError: Error, CustomStringConvertible {
+public struct InternalError: Error, CustomStringConvertible, Codable, Sendable {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { "internal error (please report): \(message)" }
@@ -136,7 +152,7 @@ public struct InternalError: Error, CustomStringConvertible {
 
 /// An input file that changed while a job read it (replaced, truncated, rewritten): the output
 /// would mix two versions, so nothing is committed.
-public struct InputChangedError: Error, CustomStringConvertible {
+public struct InputChangedError: Error, CustomStringConvertible, Codable, Sendable {
     public let path: String
     /// What differs from what the job planned from.
     public let detail: String

@@ -3,7 +3,7 @@ import Glibc
 /// Memory that could not be had: how much, what it was for, and the system's reason. Its
 /// description is one line, e.g. `cannot allocate 40.0 GiB for tensor "x" (in memory): Cannot
 /// allocate memory`.
-public struct AllocationError: Error, CustomStringConvertible {
+public struct AllocationError: Error, CustomStringConvertible, Codable, Sendable {
     public let bytes: Int
     /// What the memory was for ("tensor \"x\" (in memory)", "the copy window of ...").
     public let purpose: String

@@ -28,18 +28,7 @@ package struct ImageWindows {
         var placed: [(start: Int, piece: Piece)] = []
         for p in plan.pieces {
             let start = offsets[p.output] + p.destOffset
-            guard p.transform == .copy else {
-                placed.append((start, p))
-                continue
-            }
-            var done = 0
-            while done < p.source.count {
-                let at = start + done
-                let n = min(p.source.count - done, unit - (at - header.count) % unit)
-                placed.append((at, Piece(source: SourceRange(file: p.source.file, offset: p.source.offset + done, count: n),
-                                         transform: .copy, output: p.output, destOffset: p.destOffset + done)))
-                done += n
-            }
+            for q in p.split(max: unit, phase: start - header.count) { placed.append((start + q.destOffset - p.destOffset, q)) }
         }
         placed.sort { $0.start < $1.start }
         var windows: [Window] = []

@@ -45,21 +45,10 @@ package final class PlanExecutor: Sendable {
     package func batches(_ plan: TransferPlan) -> [Batch] {
         var pieces: [Piece] = []
         pieces.reserveCapacity(plan.pieces.count)
+        let step = max(chunkBytes / 8 * 8, 1)
         for p in plan.pieces {
-            switch p.transform {
-            case .transpose:
-                pieces.append(p)
-            case .copy:
-                let step = max(chunkBytes / 8 * 8, 1)
-                var done = 0
-                repeat {
-                    let n = min(step, p.source.count - done)
-                    pieces.append(Piece(source: SourceRange(file: p.source.file, offset: p.source.offset + done, count: n),
-                                        transform: p.transform, output: p.output,
-                                        destOffset: p.destOffset + p.transform.outputBytes(sourceBytes: done)))
-                    done += n
-                } while done < p.source.count
-            }
+            // An empty copy stays, as one piece: its file is still opened and checked.
+            pieces += p.source.count == 0 ? [p] : p.split(max: step)
         }
         pieces.sort { ($0.source.file, $0.source.offset) < ($1.source.file, $1.source.offset) }
         var out: [Batch] = []

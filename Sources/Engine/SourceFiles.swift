@@ -41,9 +41,6 @@ package final class SourceFiles: Sendable {
         return min(max(Int(r.rlim_cur) / 4, 4), 256)
     }
 
-    /// The files some piece reads.
-    package var used: [Int] { extents.keys.sorted() }
-
     /// The fingerprint file `i` must match: the plan's, or what it was when this job first opened it.
     package func fingerprint(_ i: Int) -> FileFingerprint? {
         expected[i] ?? state.withLock { $0.seen[i] }

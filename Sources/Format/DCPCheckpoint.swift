@@ -7,10 +7,11 @@ import NemoShardCore
 /// `DCP_SHARDING_INFO` metadata gives every chunk's offsets in its global tensor (no entry: the
 /// file holds whole tensors). `open` checks that every output file 1...N has shard files, that the
 /// chunks of every tensor tile it exactly, and, where torch's consolidation sits beside the
-/// shards, that the global shapes agree with it.
-public struct DCPCheckpoint: Sendable {
+/// shards, that the global shapes agree with it. Rank 0 opens it and sends it to the others whole
+/// (`Codable`, fingerprints included).
+public struct DCPCheckpoint: Sendable, Codable {
     /// One piece of a global tensor, stored whole in one file.
-    public struct Chunk: Sendable, Equatable {
+    public struct Chunk: Sendable, Equatable, Codable {
         /// File name inside `directory`.
         public let file: String
         public let offsets: [Int]
@@ -21,7 +22,7 @@ public struct DCPCheckpoint: Sendable {
     }
 
     /// A tensor as the chunks assemble it.
-    public struct GlobalTensor: Sendable {
+    public struct GlobalTensor: Sendable, Codable {
         public let name: String
         public let dtype: DType
         public let shape: [Int]
@@ -242,45 +243,5 @@ public struct DCPCheckpoint: Sendable {
         self.directory = directory
         self.fileCount = fileCount
         self.tensors = tensors
-    }
-}
-
-extension DCPCheckpoint {
-    /// The plan as JSON, so rank 0 can send it to the others.
-    public func toJSON() -> JSON {
-        func ints(_ a: [Int]) -> JSON { .array(a.map { .int(Int64($0)) }) }
-        return .object([
-            ("directory", .string(directory)),
-            ("file_count", .int(Int64(fileCount))),
-            ("tensors", .array(tensors.map { t in
-                .object([("name", .string(t.name)), ("dtype", .string(t.dtype.rawValue)), ("shape", ints(t.shape)),
-                         ("file_index", .int(Int64(t.fileIndex))),
-                         ("chunks", .array(t.chunks.map { c in
-                             .array([.string(c.file), ints(c.offsets), ints(c.shape), .int(Int64(c.dataOffset)), .int(Int64(c.byteCount))])
-                         }))])
-            })),
-        ])
-    }
-
-    public init(json: JSON) throws {
-        func bad() -> CheckpointError { CheckpointError(path: "<plan>", "malformed DCP plan") }
-        func ints(_ j: JSON?) throws -> [Int] {
-            guard let a = j?.arrayValue else { throw bad() }
-            return try a.map { guard let i = $0.intValue else { throw bad() }; return Int(i) }
-        }
-        guard let dir = json["directory"]?.stringValue, let n = json["file_count"]?.intValue,
-              let list = json["tensors"]?.arrayValue else { throw bad() }
-        directory = dir
-        fileCount = Int(n)
-        tensors = try list.map { t in
-            guard let name = t["name"]?.stringValue, let d = t["dtype"]?.stringValue, let dtype = DType(rawValue: d),
-                  let index = t["file_index"]?.intValue, let chunks = t["chunks"]?.arrayValue else { throw bad() }
-            return GlobalTensor(name: name, dtype: dtype, shape: try ints(t["shape"]), fileIndex: Int(index),
-                                chunks: try chunks.map { c in
-                guard let a = c.arrayValue, a.count == 5, let f = a[0].stringValue, let o = a[3].intValue, let b = a[4].intValue
-                else { throw bad() }
-                return Chunk(file: f, offsets: try ints(a[1]), shape: try ints(a[2]), dataOffset: Int(o), byteCount: Int(b))
-            })
-        }
     }
 }

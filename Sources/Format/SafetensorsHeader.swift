@@ -38,9 +38,6 @@ public struct SafetensorsHeader: Sendable {
     /// The entry named `name`, or nil.
     public subscript(name: String) -> TensorInfo? { index[name].map { tensors[$0] } }
 
-    /// Number of bytes in the data buffer.
-    public var dataSize: Int { tensors.map(\.end).max() ?? 0 }
-
     /// Product of dims, or nil on overflow or a negative dim.
     public static func elementCount(_ shape: [Int]) -> Int? {
         var n = 1

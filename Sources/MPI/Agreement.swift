@@ -1,47 +1,66 @@
+import Foundation
 import NemoShardCore
 
-/// A job failed on some rank: the first failing rank's message, the same on every rank.
-public struct JobFailure: Error, CustomStringConvertible {
+/// A job failed on some rank: that rank's error, typed and unchanged, the same on every rank.
+public struct JobFailure: Error, CustomStringConvertible, Sendable, NemoShardErrorConvertible {
+    /// The lowest rank that failed with an error of its own.
     public let rank: Int
-    public let message: String
-    /// A usage error (exit code 2) rather than bad input or I/O (exit code 1).
-    public let isUsage: Bool
+    public let error: NemoShardError
 
-    public var description: String { "rank \(rank): \(message)" }
+    public init(rank: Int, error: NemoShardError) {
+        self.rank = rank
+        self.error = error
+    }
+
+    public var description: String { "rank \(rank): \(error)" }
+    public var nemoShardError: NemoShardError { error }
 }
 
 /// A rank stopped only because another rank failed (e.g. it would have waited for that rank's
 /// data). `agree` reports the other rank's own error instead of this one.
-public struct PeerFailure: Error, CustomStringConvertible {
+public struct PeerFailure: Error, CustomStringConvertible, NemoShardErrorConvertible {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }
+    public var nemoShardError: NemoShardError { .peer(message) }
+}
+
+extension MPIError: NemoShardErrorConvertible {
+    public var nemoShardError: NemoShardError { .other(type: "MPIError", message: description) }
+}
+
+/// What a rank reports to `agree`: its error, and the rank it came from (an inner `agree`'s
+/// failing rank stays the one named).
+private struct RankError: Codable {
+    let rank: Int
+    let error: NemoShardError
 }
 
 extension Collective {
     /// Runs `body` on every rank, then agrees: if any rank threw, every rank throws the same
-    /// `JobFailure` carrying the lowest failing rank's message (a `PeerFailure` only when no rank
-    /// has an error of its own). A collective: all ranks must call it.
+    /// `JobFailure` carrying the lowest failing rank's error, typed (a peer failure only when no
+    /// rank has an error of its own). A collective: all ranks must call it.
     public func agree<T>(_ body: () throws -> T) throws -> T {
         var result: T?
-        var status: [UInt8] = []
-        do { result = try body() } catch let f as JobFailure {
-            status = [f.isUsage ? 2 : 1] + Array(f.message.utf8)
-        } catch let u as UsageError {
-            status = [2] + Array(u.description.utf8)
-        } catch let p as PeerFailure {
-            status = [3] + Array(p.message.utf8)
-        } catch {
-            status = [1] + Array(String(describing: error).utf8)
+        var report: [UInt8] = []
+        do { result = try body() } catch {
+            let failure = (error as? JobFailure).map { RankError(rank: $0.rank, error: $0.error) }
+                ?? RankError(rank: rank, error: NemoShardError(error))
+            report = Array((try? JSONEncoder().encode(failure)) ?? Data())
+            if report.isEmpty { report = Array("{}".utf8) }
         }
         try quietBarrier()
-        let failed = try allreduce(status.isEmpty ? 0 : 1, .max)
+        let failed = try allreduce(report.isEmpty ? 0 : 1, .max)
         if failed == 0, let result { return result }
-        let all = try allgatherBytes(status)
-        guard let r = all.firstIndex(where: { !$0.isEmpty && $0[0] != 3 }) ?? all.firstIndex(where: { !$0.isEmpty }) else {
-            throw JobFailure(rank: rank, message: "failed without a message", isUsage: false)
+        let reports = try allgatherBytes(report).enumerated().compactMap { r, bytes -> RankError? in
+            guard !bytes.isEmpty else { return nil }
+            return (try? JSONDecoder().decode(RankError.self, from: Data(bytes)))
+                ?? RankError(rank: r, error: .internal(InternalError("rank \(r)'s error could not be decoded")))
         }
-        throw JobFailure(rank: r, message: String(decoding: all[r].dropFirst(), as: UTF8.self), isUsage: all[r][0] == 2)
+        guard let first = reports.first(where: { !$0.error.isPeer }) ?? reports.first else {
+            throw JobFailure(rank: rank, error: .internal(InternalError("a rank failed without an error")))
+        }
+        throw JobFailure(rank: first.rank, error: first.error)
     }
 
     /// Runs `body` on `root` only and agrees on its success (others get nil).

@@ -2,6 +2,9 @@ import NemoShardCore
 
 /// The collective operations the jobs need. `Communicator` runs them over MPI;
 /// `SoloCollective` is a world of one without MPI (library callers, `convert`, unit tests).
+/// These are the primitives (bytes, 64-bit reductions); every value ranks send each other that
+/// is not tensor bytes or a reduction goes through the one encoding, `broadcast`/`allgather` of
+/// `Codable` values (WireCoding.swift).
 public protocol Collective: AnyObject {
     var rank: Int { get }
     var size: Int { get }

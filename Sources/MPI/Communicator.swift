@@ -178,11 +178,6 @@ public final class Communicator: @unchecked Sendable {
         return parts
     }
 
-    /// Sends a byte string (length first, then chunks).
-    public func send(_ bytes: [UInt8], to dest: Int, tag: Int) throws {
-        try bytes.withUnsafeBytes { try send($0, to: dest, tag: tag) }
-    }
-
     /// Sends raw bytes (length first, then chunks of at most `maxChunk`).
     public func send(_ bytes: UnsafeRawBufferPointer, to dest: Int, tag: Int) throws {
         var count = Int64(bytes.count)

@@ -47,12 +47,6 @@ public enum MPIRuntime {
         started = false
     }
 
-    /// Ends every process of the job with `code`.
-    public static func abort(_ code: Int32) -> Never {
-        MPI_Abort(cmpi_comm_world(), code)
-        exit(code)
-    }
-
-    /// Whether this process was started by mpirun (OpenMPI sets these).
-    public static var launchedByMPIRun: Bool { getenv("OMPI_COMM_WORLD_SIZE") != nil }
+    /// Whether a launcher (mpirun, srun, mpiexec) started this process; see `Launcher`.
+    public static var launchedByMPIRun: Bool { Launcher.current.isLaunched }
 }

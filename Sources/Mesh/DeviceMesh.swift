@@ -11,7 +11,8 @@ public final class DeviceMesh {
     /// This rank's coordinates.
     public let coordinates: [Int]
     private var subMeshes: [String: Collective] = [:]
-    /// Ranks that hold the same experts as this one (same expert-parallel coordinate).
+    /// The ranks with this rank's expert-parallel coordinate (ordered by world rank): they hold
+    /// the same experts. Who of them writes is `isPrimaryReplica(experts:)`.
     public let replicaGroup: Collective
 
     /// Lays `shape` over `world`; the product of the sizes must equal the world size. Collective.
@@ -63,7 +64,8 @@ public final class DeviceMesh {
     /// This rank's coordinate on the expert-parallel dimension (or its world rank without `ep`).
     public var expertParallelRank: Int { shape.expertParallelPosition(of: world.rank).rank }
 
-    /// Whether this rank is the first of its replica group (every other coordinate 0): the one
-    /// that writes for its experts.
-    public var isPrimaryReplica: Bool { replicaGroup.rank == 0 }
+    /// Whether this rank is the primary replica of its range of `experts`: the lowest rank holding
+    /// that range, the one that writes it (the rule is `MeshShape.primaryReplicas(of:)`, which the
+    /// manifest's owner ranks use too).
+    public func isPrimaryReplica(experts: Int) -> Bool { shape.isPrimaryReplica(world.rank, experts: experts) }
 }

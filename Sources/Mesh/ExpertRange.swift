@@ -2,7 +2,7 @@ import NemoShardCore
 import NemoShardMPI
 
 /// The contiguous run of routed experts `[start, end)` one expert-parallel rank holds.
-public struct ExpertRange: Sendable, Equatable, CustomStringConvertible {
+public struct ExpertRange: Sendable, Equatable, Codable, CustomStringConvertible {
     public let start: Int
     public let end: Int
 

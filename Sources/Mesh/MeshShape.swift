@@ -33,7 +33,7 @@ public struct MeshShape: Sendable, Equatable, CustomStringConvertible {
         for part in text.split(separator: ",", omittingEmptySubsequences: false) {
             let kv = part.split(separator: "=", omittingEmptySubsequences: false)
             guard kv.count == 2, !kv[0].isEmpty, let n = Int(kv[1]) else {
-                throw UsageError("--mesh expects name=size[,name=size...], got \"\(text)\"")
+                throw UsageError("a mesh is written name=size[,name=size...], got \"\(text)\"")
             }
             names.append(String(kv[0]))
             sizes.append(n)
@@ -72,5 +72,35 @@ public struct MeshShape: Sendable, Equatable, CustomStringConvertible {
         return ExpertRange(rank: p.rank, of: p.size, experts: experts)
     }
 
+    /// The primary-replica rule, stated once (`DeviceMesh.isPrimaryReplica(experts:)` and the
+    /// manifest's owner ranks ask it): among ranks holding the same expert range, only the lowest
+    /// writes; the others are its replicas. Takes each rank's range in rank order (a manifest's
+    /// entries) and returns the positions of the primaries, ascending.
+    public static func primaryReplicas(of ranges: [ExpertRange]) -> [Int] {
+        var seen = Set<[Int]>()
+        return ranges.indices.filter { seen.insert([ranges[$0].start, ranges[$0].end]).inserted }
+    }
+
+    /// Whether `rank` is the lowest rank of this mesh holding its range of `experts`.
+    public func isPrimaryReplica(_ rank: Int, experts: Int) -> Bool {
+        MeshShape.primaryReplicas(of: (0...rank).map { expertRange(of: $0, experts: experts) }).last == rank
+    }
+
     public var description: String { zip(names, sizes).map { "\($0)=\($1)" }.joined(separator: ",") }
+}
+
+/// Sent between ranks as its sizes and names, checked again on arrival.
+extension MeshShape: Codable {
+    private enum CodingKeys: String, CodingKey { case sizes, names }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        try self.init(sizes: try c.decode([Int].self, forKey: .sizes), names: try c.decode([String].self, forKey: .names))
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(sizes, forKey: .sizes)
+        try c.encode(names, forKey: .names)
+    }
 }

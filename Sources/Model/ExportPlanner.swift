@@ -5,7 +5,7 @@ import NemoShardMesh
 
 /// Why an exclude pattern cannot be used: it is not a regular expression, or it would leave the
 /// export without a single tensor (an empty checkpoint, which nemoshard itself refuses to read).
-public struct ExcludePatternError: Error, CustomStringConvertible, Equatable {
+public struct ExcludePatternError: Error, CustomStringConvertible, Equatable, NemoShardErrorConvertible {
     public enum Reason: Sendable, Equatable {
         case invalidRegularExpression
         case removesEveryTensor
@@ -32,6 +32,14 @@ public struct ExcludePatternError: Error, CustomStringConvertible, Equatable {
         var out = ""
         JSON.escape(s, into: &out)
         return out
+    }
+
+    /// An invalid pattern is a wrong request; one that removes everything is the input's answer.
+    public var nemoShardError: NemoShardError {
+        switch reason {
+        case .invalidRegularExpression: return .usage(UsageError(description))
+        case .removesEveryTensor: return .other(type: "ExcludePatternError", message: description)
+        }
     }
 }
 

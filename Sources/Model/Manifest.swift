@@ -2,14 +2,15 @@ import NemoShardCore
 import NemoShardFormat
 import NemoShardMesh
 
-/// `nemoshard.json`: what a per-rank checkpoint holds and where it came from.
-public struct Manifest: Sendable {
+/// `nemoshard.json`: what a per-rank checkpoint holds and where it came from. The file is written
+/// and read by `toJSON` and `init(json:path:)`; between ranks a manifest travels as `Codable`.
+public struct Manifest: Sendable, Codable {
     public static let fileName = "nemoshard.json"
     public static let formatName = "nemoshard-per-rank"
     public static let version: Int64 = 2
 
     /// One rank's file and experts.
-    public struct RankEntry: Sendable, Equatable {
+    public struct RankEntry: Sendable, Equatable, Codable {
         public let rank: Int
         public let file: String
         public let experts: ExpertRange
@@ -28,7 +29,7 @@ public struct Manifest: Sendable {
     }
 
     /// One internal tensor in the global view (what `from_hf` produces, what the manifest lists).
-    public struct TensorEntry: Sendable, Equatable {
+    public struct TensorEntry: Sendable, Equatable, Codable {
         public let name: String
         public let dtype: DType
         /// Global shape; dim 0 spans all experts when `expertSharded`.
@@ -81,26 +82,26 @@ public struct Manifest: Sendable {
         self.extraFiles = extraFiles
     }
 
-    /// Ranks that hold data: the lowest rank of each distinct expert range (mesh replicas hold nothing
-    /// of their own).
+    /// Ranks that hold data: the mesh's primary replicas of these entries (`DeviceMesh`'s rule,
+    /// `MeshShape.primaryReplicas(of:)`); mesh replicas hold nothing of their own.
     public static func ownerRanks(_ ranks: [RankEntry]) -> [Int] {
-        var seen = Set<[Int]>()
-        return ranks.filter { seen.insert([$0.experts.start, $0.experts.end]).inserted }.map(\.rank)
+        MeshShape.primaryReplicas(of: ranks.map(\.experts)).map { ranks[$0].rank }
     }
 
     /// Each non-expert tensor is stored once, by the owner rank with the fewest non-expert bytes so
-    /// far (ties: the lowest rank), in tensor order, so the ranks write about equal amounts.
+    /// far (ties: the lowest rank), in tensor order (`Balancer`), so the ranks write about equal amounts.
     public static func assignHolders(_ tensors: [TensorEntry], ranks: [RankEntry]) -> [TensorEntry] {
         let owners = ownerRanks(ranks)
-        var load = [Int](repeating: 0, count: owners.count)
-        return tensors.map { t in
+        let held = tensors.indices.filter { !tensors[$0].expertSharded }
+        let bins = Balancer.assign(weights: held.map { tensors[$0].shape.reduce(1, *) * tensors[$0].dtype.size }, bins: owners.count)
+        var out = tensors.map { t -> TensorEntry in
             var t = t
-            guard !t.expertSharded, !owners.isEmpty else { t.holder = nil; return t }
-            let k = load.indices.min { (load[$0], $0) < (load[$1], $1) }!
-            load[k] += t.shape.reduce(1, *) * t.dtype.size
-            t.holder = owners[k]
+            t.holder = nil
             return t
         }
+        guard !owners.isEmpty else { return out }
+        for (k, i) in held.enumerated() { out[i].holder = owners[bins[k]] }
+        return out
     }
 
     /// The tensors rank `rank`'s file holds: the grouped ones (sliced to its experts) and the

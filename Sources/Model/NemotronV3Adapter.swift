@@ -4,16 +4,16 @@ import NemoShardFormat
 import NemoShardMesh
 
 /// Where an MoE layer lives: the backbone or the multi-token-prediction head.
-public enum LayerNamespace: String, Sendable, Hashable, Comparable {
+public enum LayerNamespace: String, Sendable, Hashable, Codable, Comparable {
     case backbone, mtp
     public static func < (a: Self, b: Self) -> Bool { a == .backbone && b == .mtp }
 }
 
 /// The two expert projections of a ReLU² (non-gated) MoE layer.
-public enum Projection: String, Sendable, Hashable { case up = "up_proj", down = "down_proj" }
+public enum Projection: String, Sendable, Hashable, Codable { case up = "up_proj", down = "down_proj" }
 
 /// One MoE layer's grouped-expert slot: namespace, the key prefix before `layers.` and the layer index.
-public struct ExpertLayer: Sendable, Hashable, Comparable {
+public struct ExpertLayer: Sendable, Hashable, Codable, Comparable {
     public let namespace: LayerNamespace
     /// Internal prefix before `layers.` (`model.` for the backbone, `mtp.` for MTP).
     public let prefix: String
@@ -46,7 +46,7 @@ public enum DropReason: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// A grouped expert tensor's place: its MoE layer and which projection it holds.
-public struct ExpertSlot: Sendable, Hashable {
+public struct ExpertSlot: Sendable, Hashable, Codable {
     public let layer: ExpertLayer
     public let projection: Projection
 

@@ -45,6 +45,26 @@ package struct Piece: Sendable, Equatable {
         self.output = output
         self.destOffset = destOffset
     }
+
+    /// The one way a piece is cut: a copy into consecutive pieces of at most `max` bytes, cut
+    /// where `phase` plus the offset into this piece is a multiple of `max` (so with `phase` the
+    /// piece's position in a stream of `max`-byte windows, no piece crosses a window boundary;
+    /// with 0, every piece but the last is `max` bytes). Each keeps its output, its destination
+    /// moving with its source. An empty copy yields no pieces; a transform other than a copy is
+    /// one matrix and comes back whole.
+    package func split(max: Int, phase: Int = 0) -> [Piece] {
+        guard transform == .copy else { return [self] }
+        let unit = Swift.max(max, 1)
+        var out: [Piece] = []
+        var done = 0
+        while done < source.count {
+            let n = Swift.min(source.count - done, unit - (phase + done) % unit)
+            out.append(Piece(source: SourceRange(file: source.file, offset: source.offset + done, count: n),
+                             transform: transform, output: output, destOffset: destOffset + done))
+            done += n
+        }
+        return out
+    }
 }
 
 /// Everything one rank must read and produce: source files, output tensors and the pieces between them.

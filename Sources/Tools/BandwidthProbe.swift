@@ -51,7 +51,7 @@ public enum BandwidthProbe {
             times.append(monotonicSeconds() - t0)
         }
         let sorted = times.sorted()
-        let median = try world.broadcast(Array(String(sorted[sorted.count / 2]).utf8), root: 0)
-        return Result(bytes: bytes, rounds: times.count, seconds: Double(String(decoding: median, as: UTF8.self)) ?? 0)
+        let median: Double = try world.broadcast(sorted[sorted.count / 2], root: 0)
+        return Result(bytes: bytes, rounds: times.count, seconds: median)
     }
 }

@@ -31,20 +31,14 @@ public enum ConsolidateJob {
         }
     }
 
-    /// Which rank writes output file i (1-based): largest files first, each to the rank with the
-    /// fewest bytes so far (ties: lowest rank). The same on every rank.
+    /// Which rank writes output file i (1-based): `Balancer`, largest files first, each to the
+    /// rank with the fewest bytes so far (ties: lowest rank). The same on every rank.
     public static func assignFiles(_ checkpoint: DCPCheckpoint, ranks: Int) -> [Int: Int] {
         var bytes = [Int](repeating: 0, count: checkpoint.fileCount + 1)
         for t in checkpoint.tensors where t.fileIndex >= 0 && t.fileIndex < bytes.count { bytes[t.fileIndex] += t.byteCount }
-        let files = (1...max(checkpoint.fileCount, 1)).sorted { (bytes[$0], -$0) > (bytes[$1], -$1) }
-        var load = [Int](repeating: 0, count: max(ranks, 1))
-        var owner: [Int: Int] = [:]
-        for f in files {
-            let r = load.indices.min { (load[$0], $0) < (load[$1], $1) } ?? 0
-            owner[f] = r
-            load[r] += bytes[f]
-        }
-        return owner
+        let files = Array(1...max(checkpoint.fileCount, 1))
+        let rank = Balancer.assign(weights: files.map { $0 < bytes.count ? bytes[$0] : 0 }, bins: ranks, largestFirst: true)
+        return Dictionary(uniqueKeysWithValues: zip(files, rank))
     }
 
     public static func run(_ o: Options, world: Collective) throws -> JobReport {

@@ -49,7 +49,7 @@ package struct HFExport {
     package func share(_ plan: TransferPlan) throws -> Share {
         let ep = mesh.expertGroup
         let groups = ExportPlanner.shardGroups(plan.outputs, maxBytes: maxShardBytes)
-        let counts = try ep.allgather([Int64(groups.count)]).map(Int.init)
+        let counts = try ep.allgather(groups.count)
         var s = Share(plan: plan, groups: groups, counts: counts, first: counts.prefix(ep.rank).reduce(0, +))
         let mine = groups.enumerated().flatMap { k, g in
             g.map { WeightEntry(key: plan.outputs[$0].name, file: s.shardName(s.first + k), bytes: plan.outputs[$0].byteCount) }
@@ -93,7 +93,7 @@ package struct HFExport {
     private func writeGathered(_ s: Share, staged: StagedOutput, stats: inout RankStats,
                                execute: (TransferPlan, TensorSink) throws -> ExecutionStats) throws -> (ExecutionStats, [SafetensorsWriter]) {
         let ep = mesh.expertGroup
-        let canWrite = try ep.allgather([staged.canWrite ? 1 : 0]).map { $0 != 0 }
+        let canWrite = try ep.allgather(staged.canWrite)
         let writers = canWrite.indices.filter { canWrite[$0] }
         let senders = canWrite.indices.filter { !canWrite[$0] }
         if writers.isEmpty, let r = senders.first(where: { s.counts[$0] > 0 }) {

@@ -6,7 +6,7 @@ import NemoShardModel
 import NemoShardEngine
 
 /// One rank's counters, gathered to rank 0 for the summary.
-public struct RankStats: Sendable {
+public struct RankStats: Sendable, Codable {
     public var rank = 0
     public var experts = ExpertRange(start: 0, end: 0)
     public var tensors = 0
@@ -16,23 +16,11 @@ public struct RankStats: Sendable {
     public var files = 0
     public var peakRSS = 0
 
-    package var packed: [Int64] {
-        [rank, experts.start, experts.end, tensors, bytesRead, bytesProduced, bytesWritten, files, peakRSS].map { Int64($0) }
-    }
-
     package init() {}
-
-    package init(packed p: ArraySlice<Int64>) {
-        let v = p.map { Int($0) }
-        rank = v[0]; experts = ExpertRange(start: v[1], end: v[2]); tensors = v[3]; bytesRead = v[4]
-        bytesProduced = v[5]; bytesWritten = v[6]; files = v[7]; peakRSS = v[8]
-    }
 
     /// Every rank's stats on every rank.
     package static func gather(_ mine: RankStats, over world: Collective) throws -> [RankStats] {
-        let width = mine.packed.count
-        let all = try world.allgather(mine.packed)
-        return (0..<world.size).map { RankStats(packed: all[($0 * width)..<(($0 + 1) * width)]) }
+        try world.allgather(mine)
     }
 }
 

@@ -8,7 +8,8 @@ import NemoShardEngine
 /// Where and how a Hugging Face export is written; shared by `save-hf` and `to-hf`.
 public struct HFExportOptions {
     public var output: String
-    /// Only the first `ep` rank writes; the others stream their shards to it.
+    /// Only the ranks that can write into rank 0's staging directory write (rank 0's node, or every
+    /// node on a shared filesystem); the others stream their shards to them (`StagedOutput.Writers.gathered`).
     public var gather = false
     /// Hugging Face's default of 5GB.
     public var maxShardBytes = 5_000_000_000
@@ -19,9 +20,11 @@ public struct HFExportOptions {
     public init(output: String) { self.output = output }
 }
 
-/// Per-rank checkpoint -> Hugging Face checkpoint (`to_hf`), written by every rank in parallel
-/// (shared filesystem) or, with `gather`, by the ranks that can write into rank 0's staging
-/// directory (its node), the others streaming their shards to them.
+/// Per-rank checkpoint -> Hugging Face checkpoint (`to_hf`), staged and committed by `StagedOutput`.
+/// By default every rank writes its own shards (`.everyRankShared`: the output must be on a
+/// filesystem every node shares; node-local storage is refused). With `gather`, only the ranks that
+/// can write into rank 0's staging directory write (`.gathered`: rank 0's node, or every node on a
+/// shared filesystem), and the others stream their shards to them. Mesh replicas write no experts.
 public enum SaveHFJob {
     /// The per-rank checkpoint to read, and the export's options (reachable as `o.gather`, ...).
     @dynamicMemberLookup
@@ -46,14 +49,14 @@ public enum SaveHFJob {
         let m = source.manifest
         _ = try world.agree {
             guard m.worldSize == world.size else {
-                throw UsageError("\(o.source) was written by \(m.worldSize) ranks but this job has \(world.size); run save-hf with -n \(m.worldSize)")
+                throw UsageError("\(o.source) was written by \(m.worldSize) ranks but this job has \(world.size); export it with \(m.worldSize) ranks")
             }
         }
         let mesh = try DeviceMesh(shape: m.mesh, world: world)
         let filter = try world.agree { try o.exclude.map { try KeyFilter(pattern: $0) } }
         let rankFile = source.path(ofRank: world.rank)
         var plan = try world.agree {
-            try ExportPlanner(manifest: m, exclude: filter).plan(rank: world.rank, writesExperts: mesh.isPrimaryReplica, sources: [rankFile]) { name in
+            try ExportPlanner(manifest: m, exclude: filter).plan(rank: world.rank, writesExperts: mesh.isPrimaryReplica(experts: m.nRoutedExperts), sources: [rankFile]) { name in
                 source.locations[world.rank][name].map { ExportPlanner.Location(file: 0, offset: $0.offset) }
             }
         }
@@ -82,7 +85,7 @@ public enum ToHFJob {
         let position = Dictionary(names.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
         let filter = try world.agree { try o.exclude.map { try KeyFilter(pattern: $0) } }
         let plan = try world.agree {
-            try ExportPlanner(manifest: m, exclude: filter).plan(rank: world.rank, writesExperts: loaded.mesh.isPrimaryReplica, sources: names) { name in
+            try ExportPlanner(manifest: m, exclude: filter).plan(rank: world.rank, writesExperts: loaded.mesh.isPrimaryReplica(experts: m.nRoutedExperts), sources: names) { name in
                 position[name].map { ExportPlanner.Location(file: $0, offset: 0) }
             }
         }

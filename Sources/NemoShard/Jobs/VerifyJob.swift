@@ -114,15 +114,7 @@ public enum VerifyJob {
                 let outBytes = p.transform.outputBytes(sourceBytes: p.source.count)
                 if v.grouped[p.output], p.transform == .copy, sliceBytes > 0, outBytes > sliceBytes {
                     // a run of several experts: one piece per expert
-                    var d = 0
-                    while d < outBytes {
-                        let s = (p.destOffset + d) / sliceBytes
-                        if owner(p.output, s) == rank {
-                            share.pieces.append(Piece(source: SourceRange(file: p.source.file, offset: p.source.offset + d, count: sliceBytes),
-                                                      transform: .copy, output: p.output, destOffset: p.destOffset + d))
-                        }
-                        d += sliceBytes
-                    }
+                    share.pieces += p.split(max: sliceBytes).filter { owner(p.output, $0.destOffset / sliceBytes) == rank }
                     continue
                 }
                 let s = sliceBytes > 0 ? p.destOffset / sliceBytes : 0
@@ -138,16 +130,15 @@ public enum VerifyJob {
         } ?? executor.run(share(of: world.rank), into: sink)
         stats.bytesRead += e.bytesRead
         // Combine: slice s of output o comes from its owner.
-        var mine: [Int64] = []
-        for o in outs.indices { for s in 0..<slices[o] where owner(o, s) == world.rank { mine.append(Int64(sink.checksums(o)[s])) } }
-        let parts = try world.allgatherBytes(mine.withUnsafeBytes { Array($0) })
+        var mine: [UInt32] = []
+        for o in outs.indices { for s in 0..<slices[o] where owner(o, s) == world.rank { mine.append(sink.checksums(o)[s]) } }
+        let decoded = try world.allgather(mine)
         var cursors = [Int](repeating: 0, count: world.size)
-        let decoded = parts.map { p in p.withUnsafeBytes { Array($0.bindMemory(to: Int64.self)) } }
         return outs.indices.map { o in
             let sums = (0..<slices[o]).map { s -> UInt32 in
                 let r = owner(o, s)
                 defer { cursors[r] += 1 }
-                return UInt32(truncatingIfNeeded: decoded[r][cursors[r]])
+                return decoded[r][cursors[r]]
             }
             return TensorSum(name: outs[o].name, dtype: outs[o].dtype, shape: outs[o].shape, grouped: v.grouped[o], slices: sums)
         }

@@ -89,10 +89,10 @@ package final class OutputDirectory {
         if s.kind == .symbolicLink {
             throw UsageError("output \(path) is a symbolic link (to \(FS.realPath(target))); nemoshard never writes through or replaces a link: name the directory itself")
         }
-        guard force else { throw UsageError("output directory \(path) exists; pass --force to replace it") }
+        guard force else { throw UsageError("output directory \(path) exists", remedy: .force) }
         guard s.kind == .directory else { throw UsageError("output \(path) exists and is \(s.kind.noun), not a directory") }
         guard try OutputProvenance.isOurs(target) else {
-            throw UsageError("output \(path) exists and is not a nemoshard output; --force replaces only nemoshard's own outputs: remove it yourself")
+            throw UsageError("output \(path) exists and is not a nemoshard output; only nemoshard's own outputs are ever replaced: remove it yourself")
         }
     }
 

@@ -51,13 +51,13 @@ package struct StagedOutput {
             try writeFileAtomically(FS.join(dir, tokenName), Array(token.utf8))
             return dir
         }
-        let shared = String(decoding: try world.broadcast(Array((staging ?? "").utf8), root: 0), as: UTF8.self)
+        let shared: String = try world.broadcast(staging, root: 0)
         let directory = world.rank == 0 ? out : nil
         guard world.size > 1 else {
             FS.removeFile(FS.join(shared, tokenName))
             return StagedOutput(staging: shared, directory: directory, force: force, world: world, canWrite: true)
         }
-        let sharedToken = String(decoding: try world.broadcast(Array(token.utf8), root: 0), as: UTF8.self)
+        let sharedToken: String = try world.broadcast(token, root: 0)
         func seesStaging() -> Bool {
             let seen = try? readWholeFile(FS.join(shared, tokenName), limit: 4096)
             return seen.map { String(decoding: $0, as: UTF8.self) } == sharedToken
@@ -76,7 +76,7 @@ package struct StagedOutput {
         do {
             _ = try world.agree {
                 if localNodes > 0, writers == .everyRankShared {
-                    throw UsageError("output \(path) is on node-local storage (\(localNodes) node(s) cannot see rank 0's staging directory); a Hugging Face export needs a shared filesystem: use --gather to write it from rank 0's node")
+                    throw UsageError("output \(path) is on node-local storage (\(localNodes) node(s) cannot see rank 0's staging directory); a Hugging Face export needs a shared filesystem", remedy: .gather)
                 }
                 if isLocal {
                     let mine = try OutputDirectory(path: path)

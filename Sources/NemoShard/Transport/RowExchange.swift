@@ -24,13 +24,7 @@ package struct RowExchange {
     package func remotePieces(of r: Int) -> [Piece] {
         var out: [Piece] = []
         for p in plans[r].pieces where !source.canRead(rank: r, file: p.source.file) {
-            var done = 0
-            while done < p.source.count {
-                let n = min(RowExchange.unit, p.source.count - done)
-                out.append(Piece(source: SourceRange(file: p.source.file, offset: p.source.offset + done, count: n),
-                                 transform: p.transform, output: p.output, destOffset: p.destOffset + done))
-                done += n
-            }
+            out += p.split(max: RowExchange.unit)
         }
         return out
     }

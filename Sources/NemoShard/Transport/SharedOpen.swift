@@ -19,13 +19,9 @@ extension ShardedCheckpoint {
     /// over node-local disks (each node holding its ranks' files and the manifest) opens, and the
     /// files a rank cannot see are read for it by their reader.
     public static func openShared(_ directory: String, world: Collective) throws -> ShardedCheckpoint {
-        let bytes = try world.agreeOnRoot { Array(try Manifest.load(directory: directory).toJSON().serialized().utf8) }
-        let manifest = try Manifest(json: try JSON.parse(try world.broadcast(bytes ?? [], root: 0)),
-                                    path: FS.join(directory, Manifest.fileName))
-        let sees = manifest.ranks.map { Int64(FS.exists(FS.join(directory, $0.file)) ? 1 : 0) }
-        let all = try world.allgather(sees)
+        let manifest = try world.broadcast(try world.agreeOnRoot { try Manifest.load(directory: directory) })
+        let visible = try world.allgather(manifest.ranks.map { FS.exists(FS.join(directory, $0.file)) })
         let n = manifest.worldSize
-        let visible = (0..<world.size).map { r in (0..<n).map { all[r * n + $0] == 1 } }
         let readers = (0..<n).map { f in f < world.size && visible[f][f] ? f : (0..<world.size).first { visible[$0][f] } ?? 0 }
         let mine = manifest.ranks.filter { readers[$0.rank] == world.rank }
         let tables = try world.agree {
@@ -51,10 +47,6 @@ extension ShardedCheckpoint {
 extension DCPCheckpoint {
     /// Rank 0 reads every header and checks the chunks; the others receive the result.
     public static func openShared(_ directory: String, world: Collective) throws -> DCPCheckpoint {
-        let opened = try world.agreeOnRoot { try DCPCheckpoint.open(directory) }
-        let bytes = opened.map { Array($0.toJSON().serialized().utf8) }
-        var checkpoint = try DCPCheckpoint(json: try JSON.parse(try world.broadcast(bytes ?? [], root: 0)))
-        checkpoint.fingerprints = try world.broadcast(opened?.fingerprints ?? [:])
-        return checkpoint
+        try world.broadcast(try world.agreeOnRoot { try DCPCheckpoint.open(directory) })
     }
 }
