@@ -66,3 +66,13 @@ static int crc_into(uint32_t *crc, const void *data, size_t length) {
 }
 
 int ns_guarded_crc32c(uint32_t *crc, const void *data, size_t length) { GUARDED(crc_into(crc, data, length)); }
+
+int ns_guarded_dequantize_fp8(const void *src, float scale, void *dst, enum ns_elem dst_kind, size_t rows,
+                              size_t cols, int transpose) {
+    GUARDED(ns_dequantize_fp8(src, scale, dst, dst_kind, rows, cols, transpose));
+}
+
+int ns_guarded_dequantize_nvfp4(const void *packed, const void *block_scales, float global_scale, void *dst,
+                                enum ns_elem dst_kind, size_t rows, size_t cols, int transpose) {
+    GUARDED(ns_dequantize_nvfp4(packed, block_scales, global_scale, dst, dst_kind, rows, cols, transpose));
+}

@@ -26,11 +26,12 @@ public enum DType: String, CaseIterable, Sendable, Codable {
         }
     }
 
-    /// Whether this is an 8-bit float (needs block dequantization, not supported for experts).
+    /// Whether this is an 8-bit float: ModelOpt FP8 weights (with a `weight_scale`) are
+    /// dequantized on request; experts in any other 8-bit float layout are refused.
     public var isFloat8: Bool { self == .f8e4m3 || self == .f8e5m2 }
 
     /// Parses a command-line spelling: bf16, f16, f32 (any case).
-    public init?(cliName: String) {
+    package init?(cliName: String) {
         switch cliName.lowercased() {
         case "bf16", "bfloat16": self = .bf16
         case "f16", "fp16", "float16": self = .f16

@@ -6,7 +6,7 @@ public struct IOError: Error, CustomStringConvertible, Codable, Sendable {
     public let path: String
     public let code: Int32
 
-    public init(_ operation: String, path: String, code: Int32 = errno) {
+    package init(_ operation: String, path: String, code: Int32 = errno) {
         self.operation = operation
         self.path = path
         self.code = code
@@ -15,7 +15,7 @@ public struct IOError: Error, CustomStringConvertible, Codable, Sendable {
     public var description: String { "\(path): \(operation) failed: \(String(cString: strerror(code)))" }
 
     /// A file shorter than its header says.
-    public static func shortFile(_ path: String, size: Int) -> IOError {
+    package static func shortFile(_ path: String, size: Int) -> IOError {
         IOError("read (the file is \(size) bytes, shorter than its header says)", path: path, code: EIO)
     }
 }
@@ -81,7 +81,7 @@ public struct SafetensorsError: Error, CustomStringConvertible, Equatable, Codab
     public let key: String?
     public let reason: Reason
 
-    public init(path: String, key: String? = nil, _ reason: Reason) {
+    package init(path: String, key: String? = nil, _ reason: Reason) {
         self.path = path
         self.key = key
         self.reason = reason
@@ -98,7 +98,7 @@ public struct CheckpointError: Error, CustomStringConvertible, Codable, Sendable
     public let path: String
     public let reason: String
 
-    public init(path: String, _ reason: String) {
+    package init(path: String, _ reason: String) {
         self.path = path
         self.reason = reason
     }
@@ -111,17 +111,19 @@ public struct CheckpointError: Error, CustomStringConvertible, Codable, Sendable
 /// so the command-line tool can name its own flag.
 public struct UsageError: Error, CustomStringConvertible, Codable, Sendable {
     /// An option of a job that would make the request valid.
-    public enum Remedy: String, Codable, Sendable {
+    package enum Remedy: String, Codable, Sendable {
         /// `force`: replace an existing output.
         case force
         /// `gather`: write a Hugging Face export from the first rank's node only.
         case gather
+        /// `dequantize`: load quantized weights (ModelOpt FP8 / NVFP4) as floats.
+        case dequantize
     }
 
     public let message: String
-    public let remedy: Remedy?
+    package let remedy: Remedy?
 
-    public init(_ message: String, remedy: Remedy? = nil) {
+    package init(_ message: String, remedy: Remedy? = nil) {
         self.message = message
         self.remedy = remedy
     }
@@ -134,7 +136,7 @@ public struct OutputError: Error, CustomStringConvertible, Codable, Sendable {
     public let path: String
     public let reason: String
 
-    public init(path: String, _ reason: String) {
+    package init(path: String, _ reason: String) {
         self.path = path
         self.reason = reason
     }
@@ -146,7 +148,7 @@ public struct OutputError: Error, CustomStringConvertible, Codable, Sendable {
 /// range): never the input's fault, always a bug to report.
 public struct InternalError: Error, CustomStringConvertible, Codable, Sendable {
     public let message: String
-    public init(_ message: String) { self.message = message }
+    package init(_ message: String) { self.message = message }
     public var description: String { "internal error (please report): \(message)" }
 }
 
@@ -157,7 +159,7 @@ public struct InputChangedError: Error, CustomStringConvertible, Codable, Sendab
     /// What differs from what the job planned from.
     public let detail: String
 
-    public init(path: String, _ detail: String) {
+    package init(path: String, _ detail: String) {
         self.path = path
         self.detail = detail
     }

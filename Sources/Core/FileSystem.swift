@@ -8,8 +8,9 @@ package let ENOENT_CODE = ENOENT
 package enum ReadLimit {
     /// config.json, generation config and other small JSON.
     package static let config = 16 << 20
-    /// model.safetensors.index.json and nemoshard.json (a few MB for the largest real models).
-    package static let index = 64 << 20
+    /// model.safetensors.index.json and nemoshard.json: a few MB for the largest real models; a
+    /// million tensors make a 90 MB index and a manifest of about 300 MB.
+    package static let index = 512 << 20
     /// /proc files.
     package static let procfs = 1 << 20
 }
@@ -237,7 +238,7 @@ package enum FS {
 }
 
 /// Writes `text` to file descriptor 2 (unbuffered, safe from any thread).
-public func printToStandardError(_ text: String) {
+package func printToStandardError(_ text: String) {
     var bytes = Array(text.utf8)
     var done = 0
     while done < bytes.count {

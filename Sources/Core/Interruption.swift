@@ -8,7 +8,7 @@ import Synchronization
 /// The registry's lock is held while cleaning, and a commit unregisters its paths first, so a
 /// signal either cleans before a commit starts or leaves the commit's recorded state to the next
 /// job, never half of each.
-public enum Interruption {
+package enum Interruption {
     private struct Registry {
         var directories: [String] = []
         var locks: [String] = []
@@ -20,7 +20,7 @@ public enum Interruption {
 
     /// Blocks the signals in the calling thread (call it before starting any other thread, MPI's
     /// included, so they inherit the mask) and starts the waiting thread. `report` runs once.
-    public static func install(report: (@Sendable (Int32) -> Void)? = nil) {
+    package static func install(report: (@Sendable (Int32) -> Void)? = nil) {
         guard installed.withLock({ let was = $0; $0 = true; return !was }) else { return }
         registry.withLock { $0.report = report }
         var set = signalSet()
@@ -58,8 +58,8 @@ public enum Interruption {
     }
 
     /// Removes `path` (a staging directory) if the process is interrupted.
-    public static func register(directory path: String) { registry.withLock { $0.directories.append(path) } }
-    public static func unregister(directory path: String) { registry.withLock { $0.directories.removeAll { $0 == path } } }
+    package static func register(directory path: String) { registry.withLock { $0.directories.append(path) } }
+    package static func unregister(directory path: String) { registry.withLock { $0.directories.removeAll { $0 == path } } }
     /// Unlinks the lock file `path` if the process is interrupted (after its directories are gone).
     package static func register(lock path: String) { registry.withLock { $0.locks.append(path) } }
     package static func unregister(lock path: String) { registry.withLock { $0.locks.removeAll { $0 == path } } }

@@ -4,7 +4,9 @@
 /// a nesting limit, and integers kept exact (so 64-bit offsets never pass through a Double).
 /// Like Python's `json.loads` it reads `NaN`, `Infinity` and `-Infinity` (which `json.dumps`
 /// writes by default, e.g. into a config.json) as doubles, and writing puts them back the same way.
-public indirect enum JSON: Equatable, Sendable {
+/// Not `indirect`: arrays and objects already hold their elements out of line, and a boxed case
+/// would cost one allocation per value (several per tensor of a safetensors header).
+package enum JSON: Equatable, Sendable {
     case null
     case bool(Bool)
     case int(Int64)
@@ -13,7 +15,7 @@ public indirect enum JSON: Equatable, Sendable {
     case array([JSON])
     case object([(String, JSON)])
 
-    public static func == (a: JSON, b: JSON) -> Bool {
+    package static func == (a: JSON, b: JSON) -> Bool {
         switch (a, b) {
         case (.null, .null): return true
         case let (.bool(x), .bool(y)): return x == y
@@ -29,23 +31,23 @@ public indirect enum JSON: Equatable, Sendable {
     }
 
     /// The member named `key` of an object, or nil.
-    public subscript(key: String) -> JSON? {
+    package subscript(key: String) -> JSON? {
         if case let .object(members) = self { return members.first { $0.0 == key }?.1 }
         return nil
     }
 
-    public var stringValue: String? { if case let .string(s) = self { return s }; return nil }
-    public var intValue: Int64? { if case let .int(i) = self { return i }; return nil }
-    public var boolValue: Bool? { if case let .bool(b) = self { return b }; return nil }
-    public var arrayValue: [JSON]? { if case let .array(a) = self { return a }; return nil }
-    public var objectValue: [(String, JSON)]? { if case let .object(o) = self { return o }; return nil }
-    public var isNull: Bool { if case .null = self { return true }; return false }
+    package var stringValue: String? { if case let .string(s) = self { return s }; return nil }
+    package var intValue: Int64? { if case let .int(i) = self { return i }; return nil }
+    package var boolValue: Bool? { if case let .bool(b) = self { return b }; return nil }
+    package var arrayValue: [JSON]? { if case let .array(a) = self { return a }; return nil }
+    package var objectValue: [(String, JSON)]? { if case let .object(o) = self { return o }; return nil }
+    package var isNull: Bool { if case .null = self { return true }; return false }
 }
 
 /// Why a JSON text was refused, with the byte offset where it went wrong.
-public struct JSONError: Error, CustomStringConvertible, Equatable {
-    public let message: String
-    public let offset: Int
+package struct JSONError: Error, CustomStringConvertible, Equatable {
+    package let message: String
+    package let offset: Int
     /// The message already says where (a byte order mark is always at the start).
     package let messageSaysWhere: Bool
 
@@ -55,7 +57,7 @@ public struct JSONError: Error, CustomStringConvertible, Equatable {
         self.messageSaysWhere = messageSaysWhere
     }
 
-    public var description: String { messageSaysWhere ? message : "\(message) at byte \(offset)" }
+    package var description: String { messageSaysWhere ? message : "\(message) at byte \(offset)" }
 
     /// A UTF-8 byte order mark before the value: named, rather than "unexpected character".
     package static let byteOrderMark = JSONError(message: "starts with a UTF-8 byte order mark (EF BB BF); JSON files must not",
@@ -64,7 +66,7 @@ public struct JSONError: Error, CustomStringConvertible, Equatable {
 
 extension JSON {
     /// Parses one JSON document from UTF-8 bytes.
-    public static func parse<C: Collection>(_ bytes: C, maxDepth: Int = 64) throws -> JSON where C.Element == UInt8 {
+    package static func parse<C: Collection>(_ bytes: C, maxDepth: Int = 64) throws -> JSON where C.Element == UInt8 {
         try Array(bytes).withUnsafeBufferPointer { buffer in
             var parser = JSONParser(bytes: buffer, maxDepth: maxDepth)
             return try parser.document()
@@ -72,7 +74,7 @@ extension JSON {
     }
 
     /// Parses one JSON document from a string.
-    public static func parse(_ text: String) throws -> JSON { try parse(Array(text.utf8)) }
+    package static func parse(_ text: String) throws -> JSON { try parse(Array(text.utf8)) }
 }
 
 private struct JSONParser {
@@ -140,6 +142,8 @@ private struct JSONParser {
         try enter()
         pos += 1
         var members: [(String, JSON)] = []
+        // Duplicate keys: a linear check while the object is small (a header entry, a config), a
+        // set once it is large (a weight map of a million keys).
         var seen = Set<String>()
         skipSpace()
         if pos < bytes.count, bytes[pos] == UInt8(ascii: "}") {
@@ -152,7 +156,8 @@ private struct JSONParser {
             guard pos < bytes.count, bytes[pos] == UInt8(ascii: "\"") else { throw fail("expected a string key") }
             let keyStart = pos
             let key = try string()
-            if !seen.insert(key).inserted {
+            if members.count == JSONParser.smallObject { seen = Set(members.map(\.0)) }
+            if members.count < JSONParser.smallObject ? members.contains(where: { $0.0 == key }) : !seen.insert(key).inserted {
                 throw JSONError(message: "duplicate key \"\(key)\"", offset: keyStart)
             }
             skipSpace()
@@ -209,8 +214,24 @@ private struct JSONParser {
         return v
     }
 
+    /// Objects with fewer members check for duplicate keys without a set.
+    static let smallObject = 16
+
     mutating func string() throws -> String {
         pos += 1
+        // Most strings (every tensor name) hold no escape: one validated copy of their bytes.
+        var end = pos
+        while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\"), bytes[end] >= 0x20 { end += 1 }
+        if end < bytes.count, bytes[end] == UInt8(ascii: "\"") {
+            let start = pos
+            pos = end + 1
+            let raw = UnsafeBufferPointer(rebasing: bytes[start..<end])
+            // ASCII is valid UTF-8 as it is (the generic validation costs about 1,000
+            // instructions per name).
+            if !raw.contains(where: { $0 >= 0x80 }) { return String(decoding: raw, as: UTF8.self) }
+            guard let s = String(validating: raw, as: UTF8.self) else { throw fail("string is not valid UTF-8") }
+            return s
+        }
         var out: [UInt8] = []
         while true {
             guard pos < bytes.count else { throw fail("unterminated string") }
@@ -296,7 +317,7 @@ private struct JSONParser {
 
 extension JSON {
     /// Compact or indented JSON text; object members keep their order.
-    public func serialized(indent: Int? = nil) -> String {
+    package func serialized(indent: Int? = nil) -> String {
         var out = ""
         write(to: &out, indent: indent, level: 0)
         return out
@@ -351,6 +372,13 @@ extension JSON {
 
     package static func escape(_ s: String, into out: inout String) {
         out += "\""
+        // Most strings (every tensor name) need no escape: appended whole.
+        var plain = s
+        if plain.withUTF8({ !$0.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) }) {
+            out += s
+            out += "\""
+            return
+        }
         for scalar in s.unicodeScalars {
             switch scalar {
             case "\"": out += "\\\""

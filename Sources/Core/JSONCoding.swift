@@ -2,14 +2,14 @@
 /// or `allgather`) as its own text, parsed again on arrival: object key order, exact 64-bit
 /// integers and NaN/Infinity survive, which a keyed container would not keep.
 extension JSON: Codable {
-    public init(from decoder: Decoder) throws {
+    package init(from decoder: Decoder) throws {
         let container = try decoder.singleValueContainer()
         do { self = try JSON.parse(try container.decode(String.self)) } catch let e as JSONError {
             throw DecodingError.dataCorruptedError(in: container, debugDescription: "not a JSON document: \(e)")
         }
     }
 
-    public func encode(to encoder: Encoder) throws {
+    package func encode(to encoder: Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(serialized())
     }

@@ -10,7 +10,7 @@ public struct AllocationError: Error, CustomStringConvertible, Codable, Sendable
     /// errno-style reason (ENOMEM when the system or `NEMOSHARD_MAX_ALLOCATION` refused).
     public let code: Int32
 
-    public init(bytes: Int, purpose: String, code: Int32 = ENOMEM) {
+    package init(bytes: Int, purpose: String, code: Int32 = ENOMEM) {
         self.bytes = bytes
         self.purpose = purpose
         self.code = code
@@ -64,7 +64,8 @@ package enum Memory {
         package let mapping: (UnsafeMutableRawPointer, Int)?
     }
 
-    /// Allocates `count` bytes, page-aligned, uninitialised (zero-filled when mapped). Failure is
+    /// Allocates `count` bytes, page-aligned (64-byte aligned below a page: a page each for a
+    /// million tensors of a few bytes would be 4 GiB), uninitialised (zero-filled when mapped). Failure is
     /// an `AllocationError` naming `purpose`, never a trap: the caller's error path (abandoning a
     /// staged output, agreeing with the other ranks) runs as for any other error. With
     /// `hugePages` a mapping is aligned to 2 MiB and advised `MADV_HUGEPAGE`.
@@ -83,7 +84,7 @@ package enum Memory {
             return Block(bytes: UnsafeMutableRawBufferPointer(start: start, count: count), mapping: (raw, length))
         }
         var p: UnsafeMutableRawPointer?
-        let rc = posix_memalign(&p, 4096, max(count, 1))
+        let rc = posix_memalign(&p, count >= pageSize ? pageSize : 64, max(count, 1))
         guard rc == 0, let p else { throw AllocationError(bytes: count, purpose: purpose(), code: rc == 0 ? ENOMEM : rc) }
         return Block(bytes: UnsafeMutableRawBufferPointer(start: p, count: count), mapping: nil)
     }
@@ -98,7 +99,8 @@ package enum Memory {
     /// private file pages shared with the page cache. Best effort: on a kernel without it (before
     /// Linux 5.14) the pages fault in on first use, as they otherwise would.
     package static func populate(_ start: UnsafeMutableRawPointer, count: Int, forWriting: Bool = true) {
-        guard count > 0 else { return }
+        // Below a page a fault is as cheap as the call (a million tiny tensors: a million calls).
+        guard count >= pageSize else { return }
         let first = Int(bitPattern: start) / pageSize * pageSize
         let length = Int(bitPattern: start) + count - first
         _ = madvise(UnsafeMutableRawPointer(bitPattern: first), length, forWriting ? populateWrite : populateRead)

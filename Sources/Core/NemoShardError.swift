@@ -33,13 +33,13 @@ public enum NemoShardError: Error, Codable, Sendable, CustomStringConvertible {
     }
 
     /// The job was asked for the wrong way (rather than failing on its input or the system).
-    public var isUsage: Bool {
+    package var isUsage: Bool {
         if case .usage = self { return true }
         return false
     }
 
     /// Only a consequence of another rank's failure.
-    public var isPeer: Bool {
+    package var isPeer: Bool {
         if case .peer = self { return true }
         return false
     }
@@ -61,6 +61,6 @@ public enum NemoShardError: Error, Codable, Sendable, CustomStringConvertible {
 }
 
 /// An error type of a layer above Core that knows which `NemoShardError` it is.
-public protocol NemoShardErrorConvertible: Error {
+package protocol NemoShardErrorConvertible: Error {
     var nemoShardError: NemoShardError { get }
 }

@@ -5,8 +5,11 @@ import Glibc
 /// with `populate` rather than one trap per page. They use 4 KiB pages unless `NEMOSHARD_HUGEPAGES=1`
 /// asks for transparent huge pages: on virtual machines whose free memory is handed back to the host
 /// (free page reporting), a fresh huge page measured 2-6x slower to fault in than 512 small ones.
-public final class TensorStorage: @unchecked Sendable {
-    public let bytes: UnsafeMutableRawBufferPointer
+///
+/// Package-only: its `bytes` are a mutable pointer shared by every `Tensor` over the storage, so
+/// it is `@unchecked Sendable` only for the layers that fill a tensor before handing it out.
+package final class TensorStorage: @unchecked Sendable {
+    package let bytes: UnsafeMutableRawBufferPointer
     private let block: Memory.Block
 
     package static let useHugePages = getenv("NEMOSHARD_HUGEPAGES").map { String(cString: $0) == "1" } ?? false
@@ -16,16 +19,16 @@ public final class TensorStorage: @unchecked Sendable {
         bytes = block.bytes
     }
 
-    /// Allocates `count` bytes, page-aligned, uninitialised (zero-filled when mapped), through
+    /// Allocates `count` bytes, aligned as `Memory.allocate` aligns them, uninitialised (zero-filled when mapped), through
     /// `Memory.allocate`: failure is an `AllocationError` naming `purpose`. Every buffer whose size
     /// comes from the input must be made this way.
-    public convenience init(count: Int, for purpose: @autoclosure () -> String) throws {
+    package convenience init(count: Int, for purpose: @autoclosure () -> String) throws {
         self.init(try Memory.allocate(bytes: count, for: purpose(), hugePages: TensorStorage.useHugePages))
     }
 
     /// Allocates `count` bytes for a buffer whose size does NOT come from the input (a fixed
     /// scratch size, a test): failure ends the process. Use `init(count:for:)` for anything else.
-    public convenience init(count: Int) {
+    package convenience init(count: Int) {
         self.init(TensorStorage.allocateOrStop(count))
     }
 
@@ -53,21 +56,27 @@ public final class TensorStorage: @unchecked Sendable {
     deinit { Memory.release(block) }
 }
 
-/// A dense row-major tensor in memory.
+/// A dense row-major tensor in memory: a value. Its bytes are reached only inside a scope,
+/// `withUnsafeBytes { }` to read and `withUnsafeMutableBytes { }` to write; writing to a tensor
+/// whose storage another copy shares first gives it a copy of its own (copy on write), so a
+/// tensor sent to another thread never changes under it. (That is why it may be `Sendable`
+/// although its storage is a raw buffer; the package's own layers fill a tensor's storage
+/// directly, only before handing the tensor out.)
 public struct Tensor: @unchecked Sendable {
     public let dtype: DType
     public let shape: [Int]
-    public let storage: TensorStorage
+    package private(set) var storage: TensorStorage
 
-    /// An uninitialised tensor of `dtype` and `shape`.
-    public init(dtype: DType, shape: [Int]) {
+    /// An uninitialised tensor of `dtype` and `shape` whose size does not come from the input (a
+    /// test, a fixed buffer): failure ends the process. Everything else uses `init(dtype:shape:for:)`.
+    package init(dtype: DType, shape: [Int]) {
         self.dtype = dtype
         self.shape = shape
         storage = TensorStorage(count: shape.reduce(1, *) * dtype.size)
     }
 
-    /// An uninitialised tensor of `dtype` and `shape` whose shape comes from the input: a shape too
-    /// large to hold is an `AllocationError` naming `purpose`.
+    /// An uninitialised (zero-filled when large) tensor of `dtype` and `shape`; a shape too large
+    /// to hold (or memory running out) is an `AllocationError` naming `purpose`.
     public init(dtype: DType, shape: [Int], for purpose: @autoclosure () -> String) throws {
         var count = dtype.size
         for s in shape {
@@ -81,14 +90,14 @@ public struct Tensor: @unchecked Sendable {
     }
 
     /// A tensor over existing storage.
-    public init(dtype: DType, shape: [Int], storage: TensorStorage) {
+    package init(dtype: DType, shape: [Int], storage: TensorStorage) {
         self.dtype = dtype
         self.shape = shape
         self.storage = storage
     }
 
-    /// A tensor holding a copy of `bytes`.
-    public init(dtype: DType, shape: [Int], bytes: [UInt8]) {
+    /// A tensor holding a copy of `bytes` (tests; the count must match the shape).
+    package init(dtype: DType, shape: [Int], bytes: [UInt8]) {
         self.init(dtype: dtype, shape: shape)
         precondition(bytes.count == storage.bytes.count, "byte count does not match shape")
         bytes.withUnsafeBytes { storage.bytes.copyMemory(from: $0) }
@@ -97,6 +106,23 @@ public struct Tensor: @unchecked Sendable {
     public var byteCount: Int { storage.bytes.count }
     public var elementCount: Int { shape.reduce(1, *) }
 
-    /// The bytes as an array (for tests and small tensors).
+    /// The bytes as an array (a copy: for tests and small tensors).
     public var byteArray: [UInt8] { Array(storage.bytes) }
+
+    /// Calls `body` with the tensor's bytes (row-major, `byteCount` of them), valid only inside it.
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try body(UnsafeRawBufferPointer(storage.bytes))
+    }
+
+    /// Calls `body` with the tensor's bytes to change them, valid only inside it. If another
+    /// tensor shares this one's storage, this one first gets its own copy (an `AllocationError`
+    /// if memory runs out), so no other copy sees the change.
+    public mutating func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
+        if !isKnownUniquelyReferenced(&storage) {
+            let copy = try TensorStorage(count: storage.bytes.count, for: "a copy of a \(dtype.rawValue) tensor of shape \(shape)")
+            copy.bytes.copyMemory(from: UnsafeRawBufferPointer(storage.bytes))
+            storage = copy
+        }
+        return try body(storage.bytes)
+    }
 }

@@ -29,6 +29,10 @@ package final class PlanExecutor: Sendable {
     /// enough that a rank's transient memory stays far below its output.
     package static let defaultChunkBytes = 16 << 20
 
+    /// Batches of copies whose pieces average at least this many bytes are read piece by piece
+    /// straight into place (`pread`, `copy_file_range`); smaller ones go through the batch's window.
+    package static let directCopyBytes = 64 << 10
+
     package init(chunkBytes: Int = PlanExecutor.defaultChunkBytes, threads: Int = 1) {
         self.chunkBytes = max(chunkBytes, 4096)
         self.threads = max(threads, 1)
@@ -47,17 +51,19 @@ package final class PlanExecutor: Sendable {
         pieces.reserveCapacity(plan.pieces.count)
         let step = max(chunkBytes / 8 * 8, 1)
         for p in plan.pieces {
-            // An empty copy stays, as one piece: its file is still opened and checked.
-            pieces += p.source.count == 0 ? [p] : p.split(max: step)
+            // A piece within one step is its own split (an empty copy stays, as one piece: its
+            // file is still opened and checked); no array is made for it.
+            if p.source.count <= step { pieces.append(p) } else { pieces += p.split(max: step) }
         }
         pieces.sort { ($0.source.file, $0.source.offset) < ($1.source.file, $1.source.offset) }
         var out: [Batch] = []
         for p in pieces {
-            if var last = out.last, last.file == p.source.file, last.offset + last.count == p.source.offset,
-               last.count + p.source.count <= chunkBytes {
-                last.count += p.source.count
-                last.pieces.append(p)
-                out[out.count - 1] = last
+            // The last batch grows in place: a copy of it taken here would share its pieces and
+            // make every append copy them all (quadratic in the pieces of one batch).
+            if let i = out.indices.last, out[i].file == p.source.file, out[i].offset + out[i].count == p.source.offset,
+               out[i].count + p.source.count <= chunkBytes {
+                out[i].count += p.source.count
+                out[i].pieces.append(p)
             } else {
                 out.append(Batch(file: p.source.file, offset: p.source.offset, count: p.source.count, pieces: [p]))
             }
@@ -111,15 +117,17 @@ package final class PlanExecutor: Sendable {
     private func process(_ b: Batch, files: SourceFiles, sink: TensorSink, scratch: ScratchBuffer) throws {
         let file = try files.file(b.file)
         do {
-            try process(b, file: file, sink: sink, scratch: scratch)
+            try process(b, file: file, files: files, sink: sink, scratch: scratch)
         } catch {
             throw MappedSource.explain(error, reading: file, expected: files.fingerprint(b.file))
         }
     }
 
-    private func process(_ b: Batch, file: SystemFile, sink: TensorSink, scratch: ScratchBuffer) throws {
-        // Plain copies need no user-space source buffer.
-        if b.pieces.allSatisfy({ $0.transform == .copy }) {
+    private func process(_ b: Batch, file: SystemFile, files: SourceFiles, sink: TensorSink, scratch: ScratchBuffer) throws {
+        // Plain copies of large pieces need no user-space source buffer. Many small ones (a
+        // million tiny tensors) take the window below instead: one read or mapping of the batch
+        // and a memory copy each, not two system calls each.
+        if b.count >= PlanExecutor.directCopyBytes * b.pieces.count, b.pieces.allSatisfy({ $0.transform == .copy }) {
             var rest: [Piece] = []
             for p in b.pieces {
                 if let dst = sink.directPointer(output: p.output, offset: p.destOffset, count: p.source.count) {
@@ -132,21 +140,29 @@ package final class PlanExecutor: Sendable {
             if rest.isEmpty { return }
         }
         try SourceWindow.with(file: file, offset: b.offset, count: b.count, scratch: scratch) { base in
-            for p in b.pieces { try apply(p, src: base + (p.source.offset - b.offset), sink: sink, scratch: scratch) }
+            for p in b.pieces { try apply(p, src: base + (p.source.offset - b.offset), sink: sink, scratch: scratch, files: files) }
         }
     }
 
-    /// Produces one piece from its source bytes at `src` into `sink`.
-    private func apply(_ p: Piece, src: UnsafeRawPointer, sink: TensorSink, scratch: ScratchBuffer) throws {
+    /// Produces one piece from its source bytes at `src` into `sink`. A dequantizing piece reads
+    /// its scales from `files` (nil: the sources are tensors in memory, which are never quantized).
+    private func apply(_ p: Piece, src: UnsafeRawPointer, sink: TensorSink, scratch: ScratchBuffer, files: SourceFiles?) throws {
         let outCount = p.transform.outputBytes(sourceBytes: p.source.count)
+        func produce(_ dst: UnsafeMutableRawPointer) throws {
+            guard case let .dequantize(d) = p.transform else {
+                return try PlanExecutor.transform(p.transform, src: src, sourceBytes: p.source.count, dst: dst)
+            }
+            guard let files else { throw InternalError("a dequantizing piece whose source is a tensor in memory") }
+            try Dequantizer.run(d, src: src, sourceBytes: p.source.count, dst: dst, files: files, scratch: scratch)
+        }
         if let dst = sink.directPointer(output: p.output, offset: p.destOffset, count: outCount) {
             Memory.populate(dst, count: outCount)
-            try PlanExecutor.transform(p.transform, src: src, sourceBytes: p.source.count, dst: dst)
+            try produce(dst)
         } else if p.transform == .copy {
             try sink.write(output: p.output, offset: p.destOffset, UnsafeRawBufferPointer(start: src, count: outCount))
         } else {
             let dst = try scratch.output(count: outCount)
-            try PlanExecutor.transform(p.transform, src: src, sourceBytes: p.source.count, dst: dst)
+            try produce(dst)
             try sink.write(output: p.output, offset: p.destOffset, UnsafeRawBufferPointer(start: dst, count: outCount))
         }
     }
@@ -165,7 +181,7 @@ package final class PlanExecutor: Sendable {
                 let p = plan.pieces[i]
                 do {
                     guard let base = tensors[p.source.file].storage.bytes.baseAddress else { throw InternalError("in-memory tensor \(p.source.file) has no storage") }
-                    try self.apply(p, src: UnsafeRawPointer(base) + p.source.offset, sink: sink, scratch: scratch)
+                    try self.apply(p, src: UnsafeRawPointer(base) + p.source.offset, sink: sink, scratch: scratch, files: nil)
                 } catch is MappedSource.Fault {
                     state.fail(InputChangedError(path: "the source file mapped under in-memory tensor \(plan.files.indices.contains(p.source.file) ? plan.files[p.source.file] : String(p.source.file))",
                                                  "it shrank after it was loaded"))
@@ -205,6 +221,8 @@ package final class PlanExecutor: Sendable {
                 if rc == Int32(NS_SOURCE_FAULT) { throw MappedSource.Fault() }
                 guard rc == 0 else { throw CheckpointError(path: from.rawValue, "cannot convert \(from.rawValue) to \(to.rawValue)") }
             }
+        case .dequantize:
+            throw InternalError("a dequantizing piece needs its scales (Dequantizer.run)")
         }
     }
 }
@@ -226,6 +244,7 @@ package enum SourceWindow {
 package final class ScratchBuffer {
     private var inStorage: TensorStorage?
     private var outStorage: TensorStorage?
+    private var auxStorage: TensorStorage?
 
     package func input(count: Int) throws -> UnsafeMutableRawPointer {
         try ScratchBuffer.grow(&inStorage, to: count, for: "a worker's read buffer")
@@ -233,6 +252,11 @@ package final class ScratchBuffer {
 
     package func output(count: Int) throws -> UnsafeMutableRawPointer {
         try ScratchBuffer.grow(&outStorage, to: count, for: "a worker's transpose buffer")
+    }
+
+    /// A dequantizing piece's block scales (apart from the batch's source window, which may be `input`).
+    package func auxiliary(count: Int) throws -> UnsafeMutableRawPointer {
+        try ScratchBuffer.grow(&auxStorage, to: count, for: "a worker's scale buffer")
     }
 
     private static func grow(_ storage: inout TensorStorage?, to count: Int, for purpose: String) throws -> UnsafeMutableRawPointer {

@@ -29,7 +29,9 @@ package final class SourceFiles: Sendable {
         paths = plan.files
         expected = plan.fingerprints
         var extents: [Int: Int] = [:]
-        for p in plan.pieces { extents[p.source.file] = max(extents[p.source.file] ?? 0, p.source.end) }
+        for p in plan.pieces {
+            for r in [p.source] + p.transform.auxiliarySources { extents[r.file] = max(extents[r.file] ?? 0, r.end) }
+        }
         self.extents = extents
         self.limit = max(limit, 1)
     }

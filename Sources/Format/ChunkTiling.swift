@@ -3,13 +3,13 @@ import NemoShardCore
 /// Chunks of a row-major global tensor, each a box at `offsets` with extent `shape`: the global
 /// shape they span, whether they tile it exactly (no overlap, no gap), where each chunk's bytes
 /// land in the global tensor (`Runs`), and the copy of one chunk into a global buffer.
-public enum ChunkTiling {
+package enum ChunkTiling {
     /// The largest global tensor nemoshard writes (16 TiB); beyond it the shape is surely corrupt.
-    public static let maxGlobalBytes = 1 << 44
+    package static let maxGlobalBytes = 1 << 44
 
     /// The shape the chunks span: per dimension, the largest `offset + extent`. An error (naming
     /// `tensor`) if the result overflows or exceeds `maxGlobalBytes`.
-    public static func globalShape(of chunks: [DCPCheckpoint.Chunk], dtype: DType, tensor: String, directory: String) throws -> [Int] {
+    package static func globalShape(of chunks: [DCPCheckpoint.Chunk], dtype: DType, tensor: String, directory: String) throws -> [Int] {
         guard let rank = chunks.first?.shape.count else { return [] }
         var shape = [Int](repeating: 0, count: rank)
         for c in chunks {
@@ -40,7 +40,7 @@ public enum ChunkTiling {
 
     /// Checks that the chunks cover every element of `globalShape` exactly once: no two share an
     /// element, and together they hold as many elements as the global tensor.
-    public static func checkTiling(_ chunks: [DCPCheckpoint.Chunk], globalShape: [Int], tensor: String, directory: String) throws {
+    package static func checkTiling(_ chunks: [DCPCheckpoint.Chunk], globalShape: [Int], tensor: String, directory: String) throws {
         // Sweep along the dimension the chunks are split on most (row or column sharding alike):
         // a chunk can only overlap the ones that start before it ends there.
         let empty = chunks.first?.offsets.isEmpty ?? true
@@ -82,18 +82,18 @@ public enum ChunkTiling {
     /// dimensions up to the first one (from the inside) the chunk does not span whole, so a
     /// row-split chunk is one run and a column-split chunk is one run per row.
     /// The chunk must lie inside `globalShape` (as `globalShape(of:)` and `checkTiling` ensure).
-    public struct Runs: Sendable {
+    package struct Runs: Sendable {
         /// Bytes in one run.
-        public let run: Int
+        package let run: Int
         /// Runs in the chunk (0 for a chunk with no elements).
-        public let count: Int
+        package let count: Int
         /// The run the cursor is on (`count` when done).
-        public private(set) var number = 0
+        package private(set) var number = 0
         /// Byte offset in the global tensor of the current run.
-        public private(set) var dest = 0
+        package private(set) var dest = 0
         /// Byte offset in the chunk of the current run.
-        public var source: Int { number * run }
-        public var done: Bool { number >= count }
+        package var source: Int { number * run }
+        package var done: Bool { number >= count }
 
         private let offsets: [Int]
         /// Element strides of the global tensor, dims 0...j.
@@ -103,7 +103,7 @@ public enum ChunkTiling {
         /// Index of the current run in the chunk's dims 0..<j.
         private var index: [Int]
 
-        public init(shape: [Int], offsets: [Int], globalShape: [Int], elementSize: Int) {
+        package init(shape: [Int], offsets: [Int], globalShape: [Int], elementSize: Int) {
             let n = shape.count
             self.shape = shape
             self.offsets = offsets
@@ -144,7 +144,7 @@ public enum ChunkTiling {
         }
 
         /// Moves to the next run.
-        public mutating func advance() {
+        package mutating func advance() {
             guard !done else { return }
             number += 1
             var d = index.count - 1
@@ -159,7 +159,7 @@ public enum ChunkTiling {
     }
 
     /// Copies a chunk's row-major bytes into the row-major buffer of the global tensor.
-    public static func place(_ chunk: UnsafeRawBufferPointer, shape: [Int], offsets: [Int],
+    package static func place(_ chunk: UnsafeRawBufferPointer, shape: [Int], offsets: [Int],
                              into global: UnsafeMutableRawBufferPointer, globalShape: [Int], elementSize: Int) {
         guard let src = chunk.baseAddress, let dst = global.baseAddress else { return }
         var runs = Runs(shape: shape, offsets: offsets, globalShape: globalShape, elementSize: elementSize)

@@ -11,14 +11,14 @@ import NemoShardCore
 /// (`Codable`, fingerprints included).
 public struct DCPCheckpoint: Sendable, Codable {
     /// One piece of a global tensor, stored whole in one file.
-    public struct Chunk: Sendable, Equatable, Codable {
+    package struct Chunk: Sendable, Equatable, Codable {
         /// File name inside `directory`.
-        public let file: String
-        public let offsets: [Int]
-        public let shape: [Int]
+        package let file: String
+        package let offsets: [Int]
+        package let shape: [Int]
         /// Absolute offset of the chunk's first byte in its file.
-        public let dataOffset: Int
-        public let byteCount: Int
+        package let dataOffset: Int
+        package let byteCount: Int
     }
 
     /// A tensor as the chunks assemble it.
@@ -27,16 +27,16 @@ public struct DCPCheckpoint: Sendable, Codable {
         public let dtype: DType
         public let shape: [Int]
         /// 1-based number of the output file it belongs in (the `model-IIIII` part of its files' names).
-        public let fileIndex: Int
-        public let chunks: [Chunk]
+        package let fileIndex: Int
+        package let chunks: [Chunk]
 
-        public var byteCount: Int { shape.reduce(1, *) * dtype.size }
+        package var byteCount: Int { shape.reduce(1, *) * dtype.size }
     }
 
     /// The directory that holds the shard files (the given one, or its `sharded/`).
     public let directory: String
     /// N of `model-IIIII-of-NNNNN`: how many output files the tensors are spread over.
-    public let fileCount: Int
+    package let fileCount: Int
     /// Every tensor, ordered by output file, then name.
     public let tensors: [GlobalTensor]
     /// Each shard file (by name) as it was when its header was read.
@@ -48,10 +48,10 @@ public struct DCPCheckpoint: Sendable, Codable {
     }
 
     /// Where torch puts the shard files when it also consolidates (`enable_consolidation=True`).
-    public static let shardsSubdirectory = "sharded"
+    package static let shardsSubdirectory = "sharded"
 
     /// `shard-00001-model-00002-of-00003.safetensors` -> (1, 2, 3); nil for any other name.
-    public static func parseFileName(_ name: String) -> (shard: Int, model: Int, of: Int)? {
+    package static func parseFileName(_ name: String) -> (shard: Int, model: Int, of: Int)? {
         guard name.hasSuffix(".safetensors") else { return nil }
         let parts = name.dropLast(".safetensors".count).split(separator: "-", omittingEmptySubsequences: false)
         guard parts.count == 6, parts[0] == "shard", parts[2] == "model", parts[4] == "of" else { return nil }
@@ -64,7 +64,7 @@ public struct DCPCheckpoint: Sendable, Codable {
     }
 
     /// The output file name torch's consolidation gives file `index` of `count`.
-    public static func outputFileName(_ index: Int, of count: Int) -> String {
+    package static func outputFileName(_ index: Int, of count: Int) -> String {
         HFIndex.shardName(index, of: count)
     }
 
@@ -239,7 +239,7 @@ public struct DCPCheckpoint: Sendable, Codable {
         }
     }
 
-    public init(directory: String, fileCount: Int, tensors: [GlobalTensor]) {
+    package init(directory: String, fileCount: Int, tensors: [GlobalTensor]) {
         self.directory = directory
         self.fileCount = fileCount
         self.tensors = tensors

@@ -5,16 +5,16 @@ import NemoShardCore
 /// its chunk starts in the global tensor (`{"name": {"saved_offsets": [o0, o1, ...]}, ...}`).
 /// torch's `HuggingFaceStorageReader` reads a directory of such files as one checkpoint of global
 /// tensors, so per-rank files that carry it can be loaded by DCP directly.
-public enum DCPShardingInfo {
+package enum DCPShardingInfo {
     /// The safetensors `__metadata__` key torch reads and writes.
-    public static let metadataKey = "DCP_SHARDING_INFO"
+    package static let metadataKey = "DCP_SHARDING_INFO"
     /// The member of each tensor's entry that holds its chunk's global offsets.
-    public static let offsetsKey = "saved_offsets"
+    package static let offsetsKey = "saved_offsets"
 
     /// The metadata entry of a per-rank file holding `specs`: tensors named in `grouped` (grouped
     /// experts, dim 0 the expert axis) start at `firstExpert` on dim 0 and at 0 elsewhere; every
     /// other tensor is whole, all zeros. Every tensor of the file gets an entry (torch requires it).
-    public static func entry(specs: [TensorSpec], grouped: Set<String>, firstExpert: Int) -> (String, String) {
+    package static func entry(specs: [TensorSpec], grouped: Set<String>, firstExpert: Int) -> (String, String) {
         let members: [(String, JSON)] = specs.map { s in
             var offsets = [Int](repeating: 0, count: s.shape.count)
             if grouped.contains(s.name), !offsets.isEmpty { offsets[0] = firstExpert }
@@ -25,7 +25,7 @@ public enum DCPShardingInfo {
 
     /// Parses the value of `DCP_SHARDING_INFO` into tensor name -> global offsets; `path` names the
     /// file in errors.
-    public static func parse(_ value: String, path: String) throws -> [String: [Int]] {
+    package static func parse(_ value: String, path: String) throws -> [String: [Int]] {
         func bad(_ reason: String) -> CheckpointError { CheckpointError(path: path, "metadata \(metadataKey): \(reason)") }
         let json: JSON
         do { json = try JSON.parse(value) } catch { throw bad("not valid JSON: \(error)") }

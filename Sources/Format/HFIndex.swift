@@ -6,24 +6,24 @@ public struct HFIndex: Sendable {
     /// The index's file name.
     public static let fileName = "model.safetensors.index.json"
     /// The name of a checkpoint's only shard when there is no index.
-    public static let singleFileName = "model.safetensors"
+    package static let singleFileName = "model.safetensors"
 
     /// (key, file) in document order.
-    public var weightMap: [(String, String)]
+    public package(set) var weightMap: [(String, String)]
     /// `metadata.total_size`: bytes of all tensors, when recorded.
-    public var totalSize: Int?
+    package var totalSize: Int?
 
-    public init(weightMap: [(String, String)], totalSize: Int?) {
+    package init(weightMap: [(String, String)], totalSize: Int?) {
         self.weightMap = weightMap
         self.totalSize = totalSize
     }
 
     /// Shard `k` (1-based) of `n`: `model-0000k-of-0000n.safetensors`, as Hugging Face names them.
-    public static func shardName(_ k: Int, of n: Int) -> String { "model-\(pad5(k))-of-\(pad5(n)).safetensors" }
+    package static func shardName(_ k: Int, of n: Int) -> String { "model-\(pad5(k))-of-\(pad5(n)).safetensors" }
 
     /// Parses an index. File names must stay inside the checkpoint directory; neither keys nor
     /// file names may hold a NUL (the C `open` would cut the name there and read another file).
-    public static func parse(_ bytes: [UInt8], path: String) throws -> HFIndex {
+    package static func parse(_ bytes: [UInt8], path: String) throws -> HFIndex {
         let json: JSON
         do { json = try JSON.parse(bytes) } catch let e as JSONError {
             throw CheckpointError(path: path, "not valid JSON: \(e)")
@@ -32,16 +32,16 @@ public struct HFIndex: Sendable {
             throw CheckpointError(path: path, "missing \"weight_map\" object")
         }
         let weightMap = try map.map { key, value -> (String, String) in
-            guard !key.utf8.contains(0) else {
+            guard !key.containsByte(0) else {
                 throw CheckpointError(path: path, "weight_map key \(jsonQuoted(key)) contains a NUL byte")
             }
             guard let file = value.stringValue else {
                 throw CheckpointError(path: path, "weight_map entry \"\(key)\" is not a file name")
             }
-            guard !file.utf8.contains(0) else {
+            guard !file.containsByte(0) else {
                 throw CheckpointError(path: path, "weight_map entry \"\(key)\" names a file with a NUL byte: \(jsonQuoted(file))")
             }
-            guard !file.isEmpty, !file.contains("/"), !file.hasPrefix(".") else {
+            guard !file.isEmpty, !file.containsByte(UInt8(ascii: "/")), !file.hasPrefix(".") else {
                 throw CheckpointError(path: path, "weight_map entry \"\(key)\" names a file outside the checkpoint: \(file)")
             }
             return (key, file)
@@ -58,7 +58,7 @@ public struct HFIndex: Sendable {
 
     /// The index as Hugging Face writes it (`metadata.total_size`, then `weight_map` with its keys
     /// sorted), indented.
-    public func serialized() -> [UInt8] {
+    package func serialized() -> [UInt8] {
         var members: [(String, JSON)] = []
         if let totalSize { members.append(("metadata", .object([("total_size", .int(Int64(totalSize)))]))) }
         let sorted = weightMap.sorted { $0.0 < $1.0 }
@@ -67,7 +67,7 @@ public struct HFIndex: Sendable {
     }
 
     /// Writes the index into `directory` (through a temporary name).
-    public func write(into directory: String) throws {
+    package func write(into directory: String) throws {
         try writeFileAtomically(FS.join(directory, HFIndex.fileName), serialized())
     }
 }

@@ -27,13 +27,13 @@ public final class SafetensorsFile: @unchecked Sendable {
     }
 
     /// The entry for `name`, or an error naming the file and key.
-    public func info(_ name: String) throws -> TensorInfo {
+    package func info(_ name: String) throws -> TensorInfo {
         guard let t = header[name] else { throw SafetensorsError(path: path, key: name, .notInFile) }
         return t
     }
 
     /// Absolute file offset of the first byte of `tensor`.
-    public func fileOffset(of tensor: TensorInfo) -> Int { header.dataStart + tensor.begin }
+    package func fileOffset(of tensor: TensorInfo) -> Int { header.dataStart + tensor.begin }
 
     /// Reads the whole tensor into `buffer` (which must be exactly its size).
     public func read(_ name: String, into buffer: UnsafeMutableRawBufferPointer) throws {
@@ -45,7 +45,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     }
 
     /// Reads rows `[rows.lowerBound, rows.upperBound)` of dim 0 into `buffer`.
-    public func readRows(_ name: String, rows: Range<Int>, into buffer: UnsafeMutableRawBufferPointer) throws {
+    package func readRows(_ name: String, rows: Range<Int>, into buffer: UnsafeMutableRawBufferPointer) throws {
         let t = try info(name)
         guard let first = t.shape.first, rows.lowerBound >= 0, rows.upperBound <= first else {
             throw SafetensorsError(path: path, key: name, .rowsOutOfRange(rows, shape: t.shape))
@@ -57,10 +57,10 @@ public final class SafetensorsFile: @unchecked Sendable {
         try file.read(into: buffer, at: fileOffset(of: t) + rowBytes * rows.lowerBound)
     }
 
-    /// Reads the whole tensor into a new `Tensor`.
+    /// Reads the whole tensor into a new `Tensor` (an `AllocationError` if it cannot be held).
     public func tensor(_ name: String) throws -> Tensor {
         let t = try info(name)
-        let out = Tensor(dtype: t.dtype, shape: t.shape)
+        let out = try Tensor(dtype: t.dtype, shape: t.shape, for: "tensor \"\(name)\" of \(path)")
         try read(name, into: out.storage.bytes)
         return out
     }

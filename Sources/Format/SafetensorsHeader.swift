@@ -5,28 +5,28 @@ public struct TensorInfo: Equatable, Sendable {
     public let name: String
     public let dtype: DType
     public let shape: [Int]
-    public let begin: Int
-    public let end: Int
+    package let begin: Int
+    package let end: Int
 
     public var byteCount: Int { end - begin }
-    public var elementCount: Int { shape.reduce(1, *) }
+    package var elementCount: Int { shape.reduce(1, *) }
 }
 
 /// A validated safetensors header.
 public struct SafetensorsHeader: Sendable {
     /// Largest header the reference implementation accepts.
-    public static let maxHeaderSize = 100_000_000
+    package static let maxHeaderSize = 100_000_000
 
     /// Tensors in header order.
     public let tensors: [TensorInfo]
     /// The optional `__metadata__` map.
     public let metadata: [(String, String)]
     /// Byte offset of the data buffer within the file (8 + header length).
-    public let dataStart: Int
+    package let dataStart: Int
 
     private let index: [String: Int]
 
-    public init(tensors: [TensorInfo], metadata: [(String, String)], dataStart: Int) {
+    package init(tensors: [TensorInfo], metadata: [(String, String)], dataStart: Int) {
         self.tensors = tensors
         self.metadata = metadata
         self.dataStart = dataStart
@@ -38,8 +38,11 @@ public struct SafetensorsHeader: Sendable {
     /// The entry named `name`, or nil.
     public subscript(name: String) -> TensorInfo? { index[name].map { tensors[$0] } }
 
+    /// Whether no two tensors share a name (a parsed header's always do not).
+    package var namesAreDistinct: Bool { index.count == tensors.count }
+
     /// Product of dims, or nil on overflow or a negative dim.
-    public static func elementCount(_ shape: [Int]) -> Int? {
+    package static func elementCount(_ shape: [Int]) -> Int? {
         var n = 1
         for d in shape {
             guard d >= 0 else { return nil }
@@ -51,7 +54,7 @@ public struct SafetensorsHeader: Sendable {
     }
 
     /// The header length from a file's first 8 bytes, checked against the limit and the file size.
-    public static func headerLength(_ first8: [UInt8], fileSize: Int, path: String) throws -> Int {
+    package static func headerLength(_ first8: [UInt8], fileSize: Int, path: String) throws -> Int {
         guard first8.count == 8, fileSize >= 8 else {
             throw SafetensorsError(path: path, .fileTooSmall(size: fileSize))
         }
@@ -67,13 +70,21 @@ public struct SafetensorsHeader: Sendable {
     }
 
     /// Validates a whole file image in memory (what `SafetensorsFile` does with `pread`).
-    public static func parse(fileImage: [UInt8], path: String) throws -> SafetensorsHeader {
+    package static func parse(fileImage: [UInt8], path: String) throws -> SafetensorsHeader {
         let n = try headerLength(Array(fileImage.prefix(8)), fileSize: fileImage.count, path: path)
         return try parse(headerBytes: Array(fileImage[8..<(8 + n)]), fileSize: fileImage.count, path: path)
     }
 
-    /// Parses and validates header bytes against the file size, as the reference implementation does.
-    public static func parse(headerBytes: [UInt8], fileSize: Int, path: String) throws -> SafetensorsHeader {
+    /// Parses and validates header bytes against the file size, as the reference implementation does:
+    /// a header as writers lay it out is read straight from its bytes (`canonical`), anything else
+    /// by the general parser, which names what is wrong.
+    package static func parse(headerBytes: [UInt8], fileSize: Int, path: String) throws -> SafetensorsHeader {
+        if headerBytes.first == UInt8(ascii: "{"), let header = canonical(headerBytes: headerBytes, fileSize: fileSize) { return header }
+        return try parseGeneral(headerBytes: headerBytes, fileSize: fileSize, path: path)
+    }
+
+    /// The general parser: a JSON document, then every rule checked entry by entry.
+    package static func parseGeneral(headerBytes: [UInt8], fileSize: Int, path: String) throws -> SafetensorsHeader {
         func bad(_ reason: SafetensorsError.Reason, key: String? = nil) -> SafetensorsError {
             SafetensorsError(path: path, key: key, reason)
         }

@@ -2,35 +2,35 @@ import Glibc
 import NemoShardCore
 
 /// A tensor to be written: name, dtype, shape.
-public struct TensorSpec: Equatable, Sendable {
-    public let name: String
-    public let dtype: DType
-    public let shape: [Int]
+package struct TensorSpec: Equatable, Sendable {
+    package let name: String
+    package let dtype: DType
+    package let shape: [Int]
 
-    public init(name: String, dtype: DType, shape: [Int]) {
+    package init(name: String, dtype: DType, shape: [Int]) {
         self.name = name
         self.dtype = dtype
         self.shape = shape
     }
 
-    public var byteCount: Int { shape.reduce(1, *) * dtype.size }
+    package var byteCount: Int { shape.reduce(1, *) * dtype.size }
 }
 
 /// Writes one safetensors file whose layout is fixed up front: the header is written first, then
 /// tensor bytes land at their offsets with `pwrite` in any order. The file lives under a temporary
 /// name in the target directory until `commit()` renames it into place.
-public final class SafetensorsWriter {
-    public let finalPath: String
-    public let temporaryPath: String
-    public let specs: [TensorSpec]
+package final class SafetensorsWriter {
+    package let finalPath: String
+    package let temporaryPath: String
+    package let specs: [TensorSpec]
     /// Absolute file offset of each tensor's first byte, in `specs` order.
-    public let offsets: [Int]
-    public let fileSize: Int
+    package let offsets: [Int]
+    package let fileSize: Int
     private let file: SystemFile
     private var committed = false
 
     /// The header bytes (8-byte length + JSON padded with spaces to a multiple of 8) for `specs`.
-    public static func headerBytes(for specs: [TensorSpec], metadata: [(String, String)]) -> [UInt8] {
+    package static func headerBytes(for specs: [TensorSpec], metadata: [(String, String)]) -> [UInt8] {
         var members: [(String, JSON)] = []
         if !metadata.isEmpty {
             members.append(("__metadata__", .object(metadata.map { ($0.0, .string($0.1)) })))
@@ -56,7 +56,7 @@ public final class SafetensorsWriter {
     }
 
     /// Header bytes, each tensor's absolute offset, and the file size for `specs`.
-    public static func layout(_ specs: [TensorSpec], metadata: [(String, String)]) -> (header: [UInt8], offsets: [Int], fileSize: Int) {
+    package static func layout(_ specs: [TensorSpec], metadata: [(String, String)]) -> (header: [UInt8], offsets: [Int], fileSize: Int) {
         let header = headerBytes(for: specs, metadata: metadata)
         var offsets: [Int] = []
         var cursor = header.count
@@ -68,7 +68,7 @@ public final class SafetensorsWriter {
     }
 
     /// Creates the temporary file beside `path` and writes the header.
-    public init(path: String, specs: [TensorSpec], metadata: [(String, String)] = []) throws {
+    package init(path: String, specs: [TensorSpec], metadata: [(String, String)] = []) throws {
         finalPath = path
         temporaryPath = temporaryName(for: path)
         self.specs = specs
@@ -88,7 +88,7 @@ public final class SafetensorsWriter {
     deinit { if !committed { unlink(temporaryPath) } }
 
     /// Writes `bytes` into tensor `i` starting `offset` bytes into it.
-    public func write(tensor i: Int, offset: Int = 0, _ bytes: UnsafeRawBufferPointer) throws {
+    package func write(tensor i: Int, offset: Int = 0, _ bytes: UnsafeRawBufferPointer) throws {
         precondition(offset + bytes.count <= specs[i].byteCount, "write past the end of \(specs[i].name)")
         try file.write(bytes, at: offsets[i] + offset)
         startWriteback(offsets[i] + offset, bytes.count)
@@ -112,16 +112,17 @@ public final class SafetensorsWriter {
     }
 
     /// fsyncs the temporary file; it stays under its temporary name.
-    public func finish() throws { try file.sync() }
+    package func finish() throws { try file.sync() }
 
     /// Renames the temporary file to its final name.
-    public func commit() throws {
+    package func commit() throws {
         guard rename(temporaryPath, finalPath) == 0 else { throw IOError("rename to \(finalPath)", path: temporaryPath) }
         committed = true
     }
 
-    /// Writes whole tensors to `path` in the order given and commits.
-    public static func write(path: String, tensors: [(String, Tensor)], metadata: [(String, String)] = []) throws {
+    /// Writes whole tensors to a new safetensors file at `path`, in the order given, with the
+    /// optional `__metadata__`: under a temporary name first, fsynced, then renamed into place.
+    package static func write(path: String, tensors: [(String, Tensor)], metadata: [(String, String)] = []) throws {
         let specs = tensors.map { TensorSpec(name: $0.0, dtype: $0.1.dtype, shape: $0.1.shape) }
         let w = try SafetensorsWriter(path: path, specs: specs, metadata: metadata)
         for (i, (_, t)) in tensors.enumerated() { try w.write(tensor: i, UnsafeRawBufferPointer(t.storage.bytes)) }

@@ -7,26 +7,26 @@ public struct JobFailure: Error, CustomStringConvertible, Sendable, NemoShardErr
     public let rank: Int
     public let error: NemoShardError
 
-    public init(rank: Int, error: NemoShardError) {
+    package init(rank: Int, error: NemoShardError) {
         self.rank = rank
         self.error = error
     }
 
     public var description: String { "rank \(rank): \(error)" }
-    public var nemoShardError: NemoShardError { error }
+    package var nemoShardError: NemoShardError { error }
 }
 
 /// A rank stopped only because another rank failed (e.g. it would have waited for that rank's
 /// data). `agree` reports the other rank's own error instead of this one.
-public struct PeerFailure: Error, CustomStringConvertible, NemoShardErrorConvertible {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-    public var nemoShardError: NemoShardError { .peer(message) }
+package struct PeerFailure: Error, CustomStringConvertible, NemoShardErrorConvertible {
+    package let message: String
+    package init(_ message: String) { self.message = message }
+    package var description: String { message }
+    package var nemoShardError: NemoShardError { .peer(message) }
 }
 
 extension MPIError: NemoShardErrorConvertible {
-    public var nemoShardError: NemoShardError { .other(type: "MPIError", message: description) }
+    package var nemoShardError: NemoShardError { .other(type: "MPIError", message: description) }
 }
 
 /// What a rank reports to `agree`: its error, and the rank it came from (an inner `agree`'s
@@ -40,7 +40,7 @@ extension Collective {
     /// Runs `body` on every rank, then agrees: if any rank threw, every rank throws the same
     /// `JobFailure` carrying the lowest failing rank's error, typed (a peer failure only when no
     /// rank has an error of its own). A collective: all ranks must call it.
-    public func agree<T>(_ body: () throws -> T) throws -> T {
+    package func agree<T>(_ body: () throws -> T) throws -> T {
         var result: T?
         var report: [UInt8] = []
         do { result = try body() } catch {
@@ -64,7 +64,7 @@ extension Collective {
     }
 
     /// Runs `body` on `root` only and agrees on its success (others get nil).
-    public func agreeOnRoot<T>(_ root: Int = 0, _ body: () throws -> T) throws -> T? {
+    package func agreeOnRoot<T>(_ root: Int = 0, _ body: () throws -> T) throws -> T? {
         try agree { rank == root ? try body() : nil }
     }
 }

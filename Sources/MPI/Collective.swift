@@ -5,6 +5,9 @@ import NemoShardCore
 /// These are the primitives (bytes, 64-bit reductions); every value ranks send each other that
 /// is not tensor bytes or a reduction goes through the one encoding, `broadcast`/`allgather` of
 /// `Codable` values (WireCoding.swift).
+///
+/// A library caller gets one from `MPIRuntime.start()` (under a launcher) or makes a
+/// `SoloCollective`; the jobs need nothing else from MPI.
 public protocol Collective: AnyObject {
     var rank: Int { get }
     var size: Int { get }
@@ -12,7 +15,7 @@ public protocol Collective: AnyObject {
     /// A barrier whose waiting ranks sleep rather than spin.
     func quietBarrier() throws
     func broadcast(_ bytes: [UInt8], root: Int) throws -> [UInt8]
-    func allreduce(_ values: [Int64], _ op: Communicator.ReduceOp) throws -> [Int64]
+    func allreduce(_ values: [Int64], _ op: ReduceOp) throws -> [Int64]
     func allgather(_ values: [Int64]) throws -> [Int64]
     func allgatherBytes(_ bytes: [UInt8]) throws -> [[UInt8]]
     func send(_ bytes: UnsafeRawBufferPointer, to dest: Int, tag: Int) throws
@@ -28,9 +31,12 @@ public protocol Collective: AnyObject {
     func nodeGroup() throws -> Collective
 }
 
+/// How `allreduce` combines the ranks' values, element by element.
+public enum ReduceOp: Sendable { case sum, max, min }
+
 extension Communicator: Collective {
-    public func split(color: Int, key: Int) throws -> Collective { try split(color: color, key: key) as Communicator }
-    public func nodeGroup() throws -> Collective { try splitByNode() }
+    package func split(color: Int, key: Int) throws -> Collective { try split(color: color, key: key) as Communicator }
+    package func nodeGroup() throws -> Collective { try splitByNode() }
 }
 
 /// A world of one process.
@@ -41,7 +47,7 @@ public final class SoloCollective: Collective {
     public func barrier() throws {}
     public func quietBarrier() throws {}
     public func broadcast(_ bytes: [UInt8], root: Int) throws -> [UInt8] { bytes }
-    public func allreduce(_ values: [Int64], _ op: Communicator.ReduceOp) throws -> [Int64] { values }
+    public func allreduce(_ values: [Int64], _ op: ReduceOp) throws -> [Int64] { values }
     public func allgather(_ values: [Int64]) throws -> [Int64] { values }
     public func allgatherBytes(_ bytes: [UInt8]) throws -> [[UInt8]] { [bytes] }
     public func send(_ bytes: UnsafeRawBufferPointer, to dest: Int, tag: Int) throws {
@@ -59,5 +65,5 @@ public final class SoloCollective: Collective {
 }
 
 extension Collective {
-    public func allreduce(_ value: Int64, _ op: Communicator.ReduceOp) throws -> Int64 { try allreduce([value], op)[0] }
+    package func allreduce(_ value: Int64, _ op: ReduceOp) throws -> Int64 { try allreduce([value], op)[0] }
 }

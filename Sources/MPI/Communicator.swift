@@ -4,11 +4,11 @@ import NemoShardCore
 
 /// A typed wrapper over an MPI communicator: collectives on bytes and 64-bit integers.
 /// Messages of any size are split into pieces of at most `MPIRuntime.maxChunk` bytes.
-public final class Communicator: @unchecked Sendable {
-    public let handle: MPI_Comm
+package final class Communicator: @unchecked Sendable {
+    package let handle: MPI_Comm
     private let owned: Bool
-    public let rank: Int
-    public let size: Int
+    package let rank: Int
+    package let size: Int
 
     package init(handle: MPI_Comm, owned: Bool) {
         self.handle = handle
@@ -28,7 +28,7 @@ public final class Communicator: @unchecked Sendable {
     }
 
     /// Ranks with the same `color` form a new communicator, ordered by `key`.
-    public func split(color: Int, key: Int) throws -> Communicator {
+    package func split(color: Int, key: Int) throws -> Communicator {
         var out: MPI_Comm?
         try MPIError.check(MPI_Comm_split(handle, Int32(color), Int32(key), &out), "MPI_Comm_split")
         guard let out else { throw MPIError(call: "MPI_Comm_split", code: -1) }
@@ -38,7 +38,7 @@ public final class Communicator: @unchecked Sendable {
 
     /// The ranks that share this rank's node (`MPI_Comm_split_type(SHARED)`), ordered by rank:
     /// its rank 0 is the node's leader.
-    public func splitByNode() throws -> Communicator {
+    package func splitByNode() throws -> Communicator {
         var out: MPI_Comm?
         try MPIError.check(MPI_Comm_split_type(handle, cmpi_comm_type_shared(), Int32(rank), cmpi_info_null(), &out),
                            "MPI_Comm_split_type")
@@ -47,11 +47,11 @@ public final class Communicator: @unchecked Sendable {
         return Communicator(handle: out, owned: true)
     }
 
-    public func barrier() throws { try MPIError.check(MPI_Barrier(handle), "MPI_Barrier") }
+    package func barrier() throws { try MPIError.check(MPI_Barrier(handle), "MPI_Barrier") }
 
     /// A barrier that sleeps while it waits instead of spinning: ranks that finish early leave the
     /// cores to the ranks still working (8 ranks on 2 cores would otherwise poll each other down).
-    public func quietBarrier() throws {
+    package func quietBarrier() throws {
         var request: MPI_Request?
         try MPIError.check(MPI_Ibarrier(handle, &request), "MPI_Ibarrier")
         _ = try waitQuietly(&request, "MPI_Ibarrier")
@@ -79,7 +79,7 @@ public final class Communicator: @unchecked Sendable {
     /// earlier spans are still on their way (`OutgoingStream`). If `produce` throws, the receiver is
     /// told the stream was abandoned (`receiveStream` then throws a `PeerFailure`) and the error is
     /// rethrown.
-    public func sendStream(count: Int, to dest: Int, tag: Int, produce: (OutgoingStream) throws -> Void) throws {
+    package func sendStream(count: Int, to dest: Int, tag: Int, produce: (OutgoingStream) throws -> Void) throws {
         let stream = try OutgoingStream(self, to: dest, tag: tag, count: count)
         do {
             try produce(stream)
@@ -95,7 +95,7 @@ public final class Communicator: @unchecked Sendable {
     /// rest is still received (so the sender is never left waiting) and the first error is
     /// rethrown; an abandoned stream throws a `PeerFailure`. Returns the total length.
     @discardableResult
-    public func receiveStream(from source: Int, tag: Int, _ body: (UnsafeRawBufferPointer, Int) throws -> Void) throws -> Int {
+    package func receiveStream(from source: Int, tag: Int, _ body: (UnsafeRawBufferPointer, Int) throws -> Void) throws -> Int {
         var count: Int64 = 0
         var request: MPI_Request?
         try MPIError.check(MPI_Irecv(&count, 1, cmpi_int64(), Int32(source), Int32(tag), handle, &request), "MPI_Irecv")
@@ -125,7 +125,7 @@ public final class Communicator: @unchecked Sendable {
     }
 
     /// Sends `bytes` from `root` to every rank; returns them everywhere.
-    public func broadcast(_ bytes: [UInt8], root: Int = 0) throws -> [UInt8] {
+    package func broadcast(_ bytes: [UInt8], root: Int = 0) throws -> [UInt8] {
         var count = [Int64(bytes.count)]
         try count.withUnsafeMutableBytes {
             try MPIError.check(MPI_Bcast($0.baseAddress, 1, cmpi_int64(), Int32(root), handle), "MPI_Bcast")
@@ -139,10 +139,11 @@ public final class Communicator: @unchecked Sendable {
         return out
     }
 
-    public enum ReduceOp { case sum, max, min }
+    /// The reduction of `allreduce` (the public `ReduceOp`, spelt as before).
+    package typealias ReduceOp = NemoShardMPI.ReduceOp
 
     /// Element-wise reduction of `values` over all ranks, result everywhere.
-    public func allreduce(_ values: [Int64], _ op: ReduceOp) throws -> [Int64] {
+    package func allreduce(_ values: [Int64], _ op: ReduceOp) throws -> [Int64] {
         var out = [Int64](repeating: 0, count: values.count)
         let mpiOp: MPI_Op = switch op {
         case .sum: cmpi_op_sum()
@@ -159,7 +160,7 @@ public final class Communicator: @unchecked Sendable {
     }
 
     /// Every rank's `values` (same count everywhere), concatenated in rank order, on every rank.
-    public func allgather(_ values: [Int64]) throws -> [Int64] {
+    package func allgather(_ values: [Int64]) throws -> [Int64] {
         var out = [Int64](repeating: 0, count: values.count * size)
         try values.withUnsafeBytes { src in
             try out.withUnsafeMutableBytes { dst in
@@ -171,7 +172,7 @@ public final class Communicator: @unchecked Sendable {
     }
 
     /// Every rank's byte string, in rank order, on every rank.
-    public func allgatherBytes(_ bytes: [UInt8]) throws -> [[UInt8]] {
+    package func allgatherBytes(_ bytes: [UInt8]) throws -> [[UInt8]] {
         let sizes = try allgather([Int64(bytes.count)]).map(Int.init)
         var parts: [[UInt8]] = []
         for r in 0..<size { parts.append(try self.broadcast(r == rank ? bytes : [UInt8](repeating: 0, count: sizes[r]), root: r)) }
@@ -179,7 +180,7 @@ public final class Communicator: @unchecked Sendable {
     }
 
     /// Sends raw bytes (length first, then chunks of at most `maxChunk`).
-    public func send(_ bytes: UnsafeRawBufferPointer, to dest: Int, tag: Int) throws {
+    package func send(_ bytes: UnsafeRawBufferPointer, to dest: Int, tag: Int) throws {
         var count = Int64(bytes.count)
         try MPIError.check(MPI_Send(&count, 1, cmpi_int64(), Int32(dest), Int32(tag), handle), "MPI_Send")
         try forEachChunk(bytes.count) { offset, n in
@@ -188,7 +189,7 @@ public final class Communicator: @unchecked Sendable {
     }
 
     /// Receives a byte string sent with `send`.
-    public func receive(from source: Int, tag: Int) throws -> [UInt8] {
+    package func receive(from source: Int, tag: Int) throws -> [UInt8] {
         var count: Int64 = 0
         try MPIError.check(MPI_Recv(&count, 1, cmpi_int64(), Int32(source), Int32(tag), handle, cmpi_status_ignore()), "MPI_Recv")
         guard count >= 0 else { throw MPIError(call: "MPI_Recv (negative length)", code: -1) }

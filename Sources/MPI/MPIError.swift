@@ -2,11 +2,11 @@ import CMPI
 import NemoShardCore
 
 /// A failed MPI call: which call, its error code and MPI's own text for it.
-public struct MPIError: Error, CustomStringConvertible {
-    public let call: String
-    public let code: Int32
+package struct MPIError: Error, CustomStringConvertible {
+    package let call: String
+    package let code: Int32
 
-    public var description: String {
+    package var description: String {
         var buffer = [CChar](repeating: 0, count: Int(cmpi_max_error_string()) + 1)
         var length: Int32 = 0
         MPI_Error_string(code, &buffer, &length)

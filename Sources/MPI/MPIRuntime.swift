@@ -7,14 +7,19 @@ public enum MPIRuntime {
     nonisolated(unsafe) private static var started = false
 
     /// Largest single transfer; bigger messages are split. `NEMOSHARD_MPI_CHUNK` overrides it (tests).
-    nonisolated(unsafe) public static var maxChunk: Int = {
+    nonisolated(unsafe) package static var maxChunk: Int = {
         if let s = getenv("NEMOSHARD_MPI_CHUNK"), let n = Int(String(cString: s)), n > 0 { return min(n, Int(Int32.max)) }
         return 1 << 30
     }()
 
-    /// Initialises MPI (thread level FUNNELED) once and returns the world communicator.
+    /// Initialises MPI (thread level FUNNELED) once and returns the world: every rank the launcher
+    /// (`mpirun`, `srun`) started, or a world of one without a launcher. Call `stop()` when done.
     @discardableResult
-    public static func start() throws -> Communicator {
+    public static func start() throws -> any Collective { try startCommunicator() }
+
+    /// `start()`, as the MPI communicator itself (the layers above and the tests).
+    @discardableResult
+    package static func startCommunicator() throws -> Communicator {
         if !started {
             var initialized: Int32 = 0
             MPI_Initialized(&initialized)
@@ -29,16 +34,16 @@ public enum MPIRuntime {
     }
 
     /// Whether `start()` has run and `stop()` has not.
-    public static var isStarted: Bool { started }
+    package static var isStarted: Bool { started }
 
     /// Waits for every rank (if MPI is running), e.g. so rank 0 can print an error before mpirun
     /// sees another rank's non-zero exit and ends the job.
-    public static func barrierIfStarted() {
+    package static func barrierIfStarted() {
         guard started else { return }
         MPI_Barrier(cmpi_comm_world())
     }
 
-    /// Finalises MPI if this process started it.
+    /// Finalises MPI if this process started it (after which MPI cannot be started again).
     public static func stop() {
         guard started else { return }
         var finalized: Int32 = 0
@@ -48,5 +53,5 @@ public enum MPIRuntime {
     }
 
     /// Whether a launcher (mpirun, srun, mpiexec) started this process; see `Launcher`.
-    public static var launchedByMPIRun: Bool { Launcher.current.isLaunched }
+    package static var launchedByMPIRun: Bool { Launcher.current.isLaunched }
 }

@@ -11,8 +11,8 @@ public final class OutgoingStream {
     private let dest: Int32
     private let tag: Int32
     /// Bytes the receiver expects, and bytes handed to `emit` so far.
-    public let count: Int
-    private(set) public var sent = 0
+    package let count: Int
+    package private(set) var sent = 0
     private var buffers: [UnsafeMutableRawBufferPointer] = []
     private var pending: [[MPI_Request?]] = [[], []]
     private var next = 0

@@ -13,7 +13,7 @@ public final class DeviceMesh {
     private var subMeshes: [String: Collective] = [:]
     /// The ranks with this rank's expert-parallel coordinate (ordered by world rank): they hold
     /// the same experts. Who of them writes is `isPrimaryReplica(experts:)`.
-    public let replicaGroup: Collective
+    package let replicaGroup: Collective
 
     /// Lays `shape` over `world`; the product of the sizes must equal the world size. Collective.
     public init(shape: MeshShape, world: Collective) throws {
@@ -41,7 +41,7 @@ public final class DeviceMesh {
 
     /// `shape`, or a 1-D `ep` mesh over the whole world, checked on every rank (the same usage
     /// error everywhere) and then laid over `world`.
-    public static func resolve(_ shape: MeshShape?, world: Collective) throws -> DeviceMesh {
+    package static func resolve(_ shape: MeshShape?, world: Collective) throws -> DeviceMesh {
         let s = try world.agree { () -> MeshShape in
             let s = try shape ?? MeshShape.expertParallel(world.size)
             guard s.worldSize == world.size else {
@@ -50,6 +50,12 @@ public final class DeviceMesh {
             return s
         }
         return try DeviceMesh(shape: s, world: world)
+    }
+
+    /// Checks on every rank that this mesh has the shape a job needs (`shape`; nil needs none):
+    /// otherwise the same usage error, `message`, on every rank. Collective.
+    package func require(_ shape: MeshShape?, else message: @autoclosure () -> String) throws {
+        _ = try world.agree { if let shape, shape != self.shape { throw UsageError(message()) } }
     }
 
     /// The communicator along dimension `name` (its size and this rank's local rank on it).
@@ -62,10 +68,10 @@ public final class DeviceMesh {
     public func expertRange(experts: Int) -> ExpertRange { shape.expertRange(of: world.rank, experts: experts) }
 
     /// This rank's coordinate on the expert-parallel dimension (or its world rank without `ep`).
-    public var expertParallelRank: Int { shape.expertParallelPosition(of: world.rank).rank }
+    package var expertParallelRank: Int { shape.expertParallelPosition(of: world.rank).rank }
 
     /// Whether this rank is the primary replica of its range of `experts`: the lowest rank holding
     /// that range, the one that writes it (the rule is `MeshShape.primaryReplicas(of:)`, which the
     /// manifest's owner ranks use too).
-    public func isPrimaryReplica(experts: Int) -> Bool { shape.isPrimaryReplica(world.rank, experts: experts) }
+    package func isPrimaryReplica(experts: Int) -> Bool { shape.isPrimaryReplica(world.rank, experts: experts) }
 }

@@ -6,13 +6,13 @@ public struct ExpertRange: Sendable, Equatable, Codable, CustomStringConvertible
     public let start: Int
     public let end: Int
 
-    public init(start: Int, end: Int) {
+    package init(start: Int, end: Int) {
         self.start = start
         self.end = end
     }
 
     /// The reference's split of `experts` over `ranks`: the first `experts % ranks` ranks get one more.
-    public init(rank: Int, of ranks: Int, experts: Int) {
+    package init(rank: Int, of ranks: Int, experts: Int) {
         precondition(ranks > 0 && rank >= 0 && rank < ranks && experts >= 0)
         let per = experts / ranks
         let rem = experts % ranks
@@ -26,7 +26,7 @@ public struct ExpertRange: Sendable, Equatable, Codable, CustomStringConvertible
     }
 
     public var count: Int { end - start }
-    public var isEmpty: Bool { start == end }
+    package var isEmpty: Bool { start == end }
     public func contains(_ expert: Int) -> Bool { expert >= start && expert < end }
     public var description: String { "[\(start),\(end))" }
 }

@@ -25,7 +25,7 @@ public struct MeshShape: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Dimension names a mesh may use.
-    public static let knownNames = ["pp", "dp", "dp_replicate", "dp_shard", "fsdp", "cp", "tp", "ep", "ep_shard"]
+    package static let knownNames = ["pp", "dp", "dp_replicate", "dp_shard", "fsdp", "cp", "tp", "ep", "ep_shard"]
 
     /// Parses `dp=2,ep=4`.
     public init(parsing text: String) throws {
@@ -47,7 +47,7 @@ public struct MeshShape: Sendable, Equatable, CustomStringConvertible {
     public var worldSize: Int { sizes.reduce(1, *) }
 
     /// Coordinates of `rank` along each dimension.
-    public func coordinates(of rank: Int) -> [Int] {
+    package func coordinates(of rank: Int) -> [Int] {
         var rest = rank
         var out = [Int](repeating: 0, count: sizes.count)
         for d in sizes.indices.reversed() {
@@ -58,10 +58,10 @@ public struct MeshShape: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Index of dimension `name`.
-    public func dimension(_ name: String) -> Int? { names.firstIndex(of: name) }
+    package func dimension(_ name: String) -> Int? { names.firstIndex(of: name) }
 
     /// The expert-parallel (rank, size) of `rank`: its `ep` coordinate, or the whole mesh without `ep`.
-    public func expertParallelPosition(of rank: Int) -> (rank: Int, size: Int) {
+    package func expertParallelPosition(of rank: Int) -> (rank: Int, size: Int) {
         if let d = dimension("ep") { return (coordinates(of: rank)[d], sizes[d]) }
         return (rank, worldSize)
     }
@@ -76,13 +76,13 @@ public struct MeshShape: Sendable, Equatable, CustomStringConvertible {
     /// manifest's owner ranks ask it): among ranks holding the same expert range, only the lowest
     /// writes; the others are its replicas. Takes each rank's range in rank order (a manifest's
     /// entries) and returns the positions of the primaries, ascending.
-    public static func primaryReplicas(of ranges: [ExpertRange]) -> [Int] {
+    package static func primaryReplicas(of ranges: [ExpertRange]) -> [Int] {
         var seen = Set<[Int]>()
         return ranges.indices.filter { seen.insert([ranges[$0].start, ranges[$0].end]).inserted }
     }
 
     /// Whether `rank` is the lowest rank of this mesh holding its range of `experts`.
-    public func isPrimaryReplica(_ rank: Int, experts: Int) -> Bool {
+    package func isPrimaryReplica(_ rank: Int, experts: Int) -> Bool {
         MeshShape.primaryReplicas(of: (0...rank).map { expertRange(of: $0, experts: experts) }).last == rank
     }
 

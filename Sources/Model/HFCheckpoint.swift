@@ -6,11 +6,11 @@ import NemoShardMesh
 public struct HFTensor: Sendable, Equatable, Codable {
     public let name: String
     /// Index into `HFCheckpoint.files`.
-    public let file: Int
+    package let file: Int
     public let dtype: DType
     public let shape: [Int]
     /// Absolute offset of the first byte in its file.
-    public let offset: Int
+    package let offset: Int
     public let byteCount: Int
 }
 
@@ -25,11 +25,11 @@ public struct HFCheckpoint: Sendable, Codable {
     /// Tensors in weight-map order.
     public let tensors: [HFTensor]
     /// Small non-weight files (tokenizer, generation config, ...) to carry along on export.
-    public let extraFiles: [String]
+    package let extraFiles: [String]
     /// Each shard file as it was when its header was read (`files` order).
     package let fingerprints: [FileFingerprint]
 
-    public func path(ofFile i: Int) -> String { FS.join(directory, files[i]) }
+    package func path(ofFile i: Int) -> String { FS.join(directory, files[i]) }
 
     /// Every file a job may read from this checkpoint, and the directory itself.
     package var inputPaths: [String] {
@@ -58,9 +58,12 @@ public struct HFCheckpoint: Sendable, Codable {
         var fingerprints: [FileFingerprint] = []
         var tensors: [HFTensor] = []
         tensors.reserveCapacity(weightMap.count)
+        var last: (file: String, index: Int)?  // keys of one file mostly follow each other: no lookup
         for (key, file) in weightMap {
             let i: Int
-            if let known = fileIndex[file] {
+            if let last, last.file == file {
+                i = last.index
+            } else if let known = fileIndex[file] {
                 i = known
             } else {
                 let path = FS.join(directory, file)
@@ -74,6 +77,7 @@ public struct HFCheckpoint: Sendable, Codable {
                 headers.append(sf.header)
                 fingerprints.append(sf.fingerprint)
             }
+            last = (file, i)
             guard let info = headers[i][key] else {
                 throw CheckpointError(path: FS.join(directory, file), "tensor \"\(key)\" listed in the index is not in this file")
             }
@@ -107,5 +111,5 @@ public struct HFCheckpoint: Sendable, Codable {
     }
 
     /// Total bytes of all tensors.
-    public var totalBytes: Int { tensors.reduce(0) { $0 + $1.byteCount } }
+    package var totalBytes: Int { tensors.reduce(0) { $0 + $1.byteCount } }
 }

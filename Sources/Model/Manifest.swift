@@ -5,14 +5,14 @@ import NemoShardMesh
 /// `nemoshard.json`: what a per-rank checkpoint holds and where it came from. The file is written
 /// and read by `toJSON` and `init(json:path:)`; between ranks a manifest travels as `Codable`.
 public struct Manifest: Sendable, Codable {
-    public static let fileName = "nemoshard.json"
-    public static let formatName = "nemoshard-per-rank"
-    public static let version: Int64 = 2
+    package static let fileName = "nemoshard.json"
+    package static let formatName = "nemoshard-per-rank"
+    package static let version: Int64 = 2
 
     /// One rank's file and experts.
     public struct RankEntry: Sendable, Equatable, Codable {
         public let rank: Int
-        public let file: String
+        package let file: String
         public let experts: ExpertRange
 
         package init(rank: Int, file: String, experts: ExpertRange) {
@@ -35,22 +35,28 @@ public struct Manifest: Sendable, Codable {
         /// Global shape; dim 0 spans all experts when `expertSharded`.
         public let shape: [Int]
         /// For a grouped expert tensor, its MoE layer and projection.
-        public let expert: ExpertSlot?
-        /// The HF key a renamed tensor came from (restored on export).
+        package let expert: ExpertSlot?
+        /// The HF key a renamed tensor came from (restored on export where the rules say so).
         public let hfKey: String?
         /// For a non-expert tensor, the one rank whose file holds it; nil for expert-sharded ones.
-        public var holder: Int?
+        public package(set) var holder: Int?
+        /// The dtype the source checkpoint stored it in (per expert, for grouped tensors) where that
+        /// differs from `dtype` (`hf_dtype`: an upcast fp32-holder parameter, experts grouped in
+        /// another dtype); nil: `dtype`. Exports that keep or follow the source's dtypes read it.
+        package let hfDType: DType?
 
         /// Whether dim 0 is the expert axis (split over the ranks).
         public var expertSharded: Bool { expert != nil }
 
-        public init(name: String, dtype: DType, shape: [Int], expert: ExpertSlot?, hfKey: String?, holder: Int? = nil) {
+        package init(name: String, dtype: DType, shape: [Int], expert: ExpertSlot?, hfKey: String?, holder: Int? = nil,
+                     hfDType: DType? = nil) {
             self.name = name
             self.dtype = dtype
             self.shape = shape
             self.expert = expert
             self.hfKey = hfKey
             self.holder = holder
+            self.hfDType = hfDType == dtype ? nil : hfDType
         }
     }
 
@@ -61,15 +67,20 @@ public struct Manifest: Sendable, Codable {
     public let tensors: [TensorEntry]
     /// Source checkpoint: absolute directory, config.json content, HF prefix of expert keys,
     /// every HF key in the source's order, and its small non-weight files.
-    public let sourceDirectory: String
-    public let config: JSON
-    public let hfPrefix: String
-    public let hfKeys: [String]
-    public let extraFiles: [String]
+    package let sourceDirectory: String
+    package let config: JSON
+    package let hfPrefix: String
+    package let hfKeys: [String]
+    package let extraFiles: [String]
+    /// The key rules the checkpoint was loaded with (`rules`; a manifest without it was written by
+    /// the seed rules); save-hf, to-hf and reshard follow them.
+    package let rules: Rules
 
     /// A manifest whose non-expert tensors are assigned to holders with `assignHolders`.
-    public init(worldSize: Int, mesh: MeshShape, nRoutedExperts: Int, ranks: [RankEntry], tensors: [TensorEntry],
-                sourceDirectory: String, config: JSON, hfPrefix: String, hfKeys: [String], extraFiles: [String]) {
+    package init(worldSize: Int, mesh: MeshShape, nRoutedExperts: Int, ranks: [RankEntry], tensors: [TensorEntry],
+                sourceDirectory: String, config: JSON, hfPrefix: String, hfKeys: [String], extraFiles: [String],
+                rules: Rules = .seed) {
+        self.rules = rules
         self.worldSize = worldSize
         self.mesh = mesh
         self.nRoutedExperts = nRoutedExperts
@@ -84,13 +95,13 @@ public struct Manifest: Sendable, Codable {
 
     /// Ranks that hold data: the mesh's primary replicas of these entries (`DeviceMesh`'s rule,
     /// `MeshShape.primaryReplicas(of:)`); mesh replicas hold nothing of their own.
-    public static func ownerRanks(_ ranks: [RankEntry]) -> [Int] {
+    package static func ownerRanks(_ ranks: [RankEntry]) -> [Int] {
         MeshShape.primaryReplicas(of: ranks.map(\.experts)).map { ranks[$0].rank }
     }
 
     /// Each non-expert tensor is stored once, by the owner rank with the fewest non-expert bytes so
     /// far (ties: the lowest rank), in tensor order (`Balancer`), so the ranks write about equal amounts.
-    public static func assignHolders(_ tensors: [TensorEntry], ranks: [RankEntry]) -> [TensorEntry] {
+    package static func assignHolders(_ tensors: [TensorEntry], ranks: [RankEntry]) -> [TensorEntry] {
         let owners = ownerRanks(ranks)
         let held = tensors.indices.filter { !tensors[$0].expertSharded }
         let bins = Balancer.assign(weights: held.map { tensors[$0].shape.reduce(1, *) * tensors[$0].dtype.size }, bins: owners.count)
@@ -106,7 +117,7 @@ public struct Manifest: Sendable, Codable {
 
     /// The tensors rank `rank`'s file holds: the grouped ones (sliced to its experts) and the
     /// non-expert tensors it is the holder of.
-    public func fileTensors(rank: Int) -> Set<String> {
+    package func fileTensors(rank: Int) -> Set<String> {
         Set(tensors.filter { $0.expertSharded || $0.holder == rank }.map(\.name))
     }
 
@@ -127,16 +138,17 @@ public struct Manifest: Sendable, Codable {
     }
 
     /// `rank-00003-of-00008.safetensors`.
-    public static func rankFileName(_ rank: Int, of world: Int) -> String {
+    package static func rankFileName(_ rank: Int, of world: Int) -> String {
         "rank-\(pad5(rank))-of-\(pad5(world)).safetensors"
     }
 
     public func tensor(_ name: String) -> TensorEntry? { tensors.first { $0.name == name } }
 
-    public func toJSON() -> JSON {
+    package func toJSON() -> JSON {
         .object([
             ("format", .string(Manifest.formatName)),
             ("version", .int(Manifest.version)),
+            ("rules", .string(rules.rawValue)),
             ("world_size", .int(Int64(worldSize))),
             ("mesh", .object([("shape", .array(mesh.sizes.map { .int(Int64($0)) })),
                               ("names", .array(mesh.names.map { .string($0) }))])),
@@ -150,6 +162,7 @@ public struct Manifest: Sendable, Codable {
                                            ("shape", .array(t.shape.map { .int(Int64($0)) })),
                                            ("expert_sharded", .bool(t.expertSharded))]
                 if let k = t.hfKey { m.append(("hf_key", .string(k))) }
+                if let d = t.hfDType { m.append(("hf_dtype", .string(d.rawValue))) }
                 if let h = t.holder { m.append(("holder", .int(Int64(h)))) }
                 return .object(m)
             })),
@@ -164,10 +177,11 @@ public struct Manifest: Sendable, Codable {
     }
 
     /// Parses and checks a manifest; `path` names it in errors.
-    public init(json: JSON, path: String) throws {
+    package init(json: JSON, path: String) throws {
         func bad(_ why: String) -> CheckpointError { CheckpointError(path: path, why) }
         guard json["format"]?.stringValue == Manifest.formatName else { throw bad("not a nemoshard per-rank manifest") }
         guard json["version"]?.intValue == Manifest.version else { throw bad("unsupported manifest version") }
+        rules = try Manifest.rules(json["rules"], path: path)
         func int(_ v: JSON?, _ what: String) throws -> Int {
             guard let i = v?.intValue, i >= 0, i <= Int64(Int32.max) else { throw bad("\"\(what)\" must be a non-negative integer") }
             return Int(i)
@@ -227,7 +241,8 @@ public struct Manifest: Sendable, Codable {
                 expert = slot
             }
             let hfKey = try Manifest.hfKey(t["hf_key"], tensor: name, path: path)
-            return TensorEntry(name: name, dtype: dt, shape: dims, expert: expert, hfKey: hfKey, holder: holder)
+            let hfDType = try Manifest.hfDType(t["hf_dtype"], dtype: dt, tensor: name, path: path)
+            return TensorEntry(name: name, dtype: dt, shape: dims, expert: expert, hfKey: hfKey, holder: holder, hfDType: hfDType)
         }
         var names = Set<String>(), keys = Set<String>()
         for t in tensors {
@@ -247,12 +262,12 @@ public struct Manifest: Sendable, Codable {
         do { parsed = try NemotronConfig(json: cfg, path: path) } catch let e as CheckpointError {
             throw bad("source.config: \(e.reason)")
         }
-        try Manifest.checkExperts(tensors, nRoutedExperts: nExperts, config: parsed, hfKeys: hfKeys, path: path)
-        try Manifest.checkExportKeys(tensors, config: parsed, hfPrefix: hfPrefix, path: path)
+        try Manifest.checkExperts(tensors, nRoutedExperts: nExperts, config: parsed, hfKeys: hfKeys, rules: rules, path: path)
+        try Manifest.checkExportKeys(tensors, config: parsed, hfPrefix: hfPrefix, rules: rules, path: path)
     }
 
     /// Reads `dir/nemoshard.json`.
-    public static func load(directory: String) throws -> Manifest {
+    package static func load(directory: String) throws -> Manifest {
         let path = FS.join(directory, fileName)
         guard FS.exists(path) else { throw CheckpointError(path: directory, "no \(fileName): not a per-rank checkpoint") }
         let json: JSON
@@ -263,7 +278,7 @@ public struct Manifest: Sendable, Codable {
     }
 
     /// The config of the source checkpoint.
-    public func nemotronConfig() throws -> NemotronConfig { try NemotronConfig(json: config, path: FS.join(sourceDirectory, "config.json")) }
+    package func nemotronConfig() throws -> NemotronConfig { try NemotronConfig(json: config, path: FS.join(sourceDirectory, "config.json")) }
 }
 
 // MARK: untrusted input
@@ -274,12 +289,12 @@ public struct Manifest: Sendable, Codable {
 extension Manifest {
     /// The prefixes `NemotronV3Adapter.detectPrefix` gives the backbone's HF keys: the only ones a
     /// manifest may name as `source.hf_prefix`.
-    public static let hfPrefixes = ["backbone.", "model."]
+    package static let hfPrefixes = ["backbone.", "model."]
 
     /// An HF key (`hf_key`, an entry of `source.hf_keys`) must be non-empty and hold no NUL.
     package static func keyRefusal(_ key: String) -> String? {
         if key.isEmpty { return "is empty" }
-        if key.utf8.contains(0) { return "contains a NUL byte" }
+        if key.containsByte(0) { return "contains a NUL byte" }
         return nil
     }
 
@@ -293,6 +308,26 @@ extension Manifest {
             throw CheckpointError(path: path, "tensor \(jsonQuoted(tensor)): hf_key \(jsonQuoted(key)) \(why)")
         }
         return key
+    }
+
+    /// The manifest's `rules`: absent means the seed rules (manifests written before there was a
+    /// choice), else one of `Rules`' names.
+    package static func rules(_ value: JSON?, path: String) throws -> Rules {
+        guard let value else { return .seed }
+        guard let name = value.stringValue, let rules = Rules(rawValue: name) else {
+            throw CheckpointError(path: path, "\"rules\" is \(value.serialized()), not one of \(Rules.allCases.map { jsonQuoted($0.rawValue) }.joined(separator: ", "))")
+        }
+        return rules
+    }
+
+    /// A tensor's optional `hf_dtype`: absent, or the float type (BF16, F16, F32) its source had,
+    /// for a tensor whose own dtype is one too (an export casts between them).
+    package static func hfDType(_ value: JSON?, dtype: DType, tensor: String, path: String) throws -> DType? {
+        guard let value else { return nil }
+        guard let name = value.stringValue, let d = DType(rawValue: name), d.kernelKind != nil, dtype.kernelKind != nil else {
+            throw CheckpointError(path: path, "tensor \(jsonQuoted(tensor)): \"hf_dtype\" \(value.serialized()) is not BF16, F16 or F32 for a \(dtype.rawValue) tensor")
+        }
+        return d
     }
 
     /// Every entry of `source.hf_keys` is a valid HF key.
@@ -338,7 +373,7 @@ extension Manifest {
     /// is held twice, and every MoE layer has both projections (the MTP head's only when the
     /// source has `mtp.` keys, as `load` requires).
     package static func checkExperts(_ tensors: [TensorEntry], nRoutedExperts: Int, config: NemotronConfig,
-                             hfKeys: [String], path: String) throws {
+                             hfKeys: [String], rules: Rules = .seed, path: String) throws {
         func bad(_ why: String) -> CheckpointError { CheckpointError(path: path, why) }
         let configured = config.nRoutedExperts ?? 0
         guard configured == nRoutedExperts else {
@@ -352,6 +387,11 @@ extension Manifest {
                 throw bad("tensor \(jsonQuoted(t.name)): another grouped tensor already holds \(patternKey(slot.layer.namespace)) layer \(slot.layer.layer)'s \(slot.projection.rawValue)")
             }
         }
+        // A PEFT-wrapped checkpoint keeps its experts per expert (`LoadPlanner.PEFTExperts`).
+        let adapter = NemotronV3Adapter(config: config, rules: rules)
+        for t in tensors where !t.expertSharded {
+            if let m = adapter.peftExpert(t.name) { held[.backbone, default: [:]][m.layer, default: []].insert(m.projection) }
+        }
         let hasMTP = hfKeys.contains { $0.hasPrefix("mtp.") }
         for ns in [LayerNamespace.backbone, .mtp] where ns == .backbone || hasMTP {
             for (layer, block) in pattern(ns, config).enumerated() where block == .moe {
@@ -362,25 +402,32 @@ extension Manifest {
         }
     }
 
-    /// Every non-expert tensor's exported HF key (its `hf_key`, else the adapter's `to_hf` name)
-    /// reads back under `from_hf` as that very tensor, as every key `load` writes does. So no key
-    /// is exported twice, none collides with an expert's key, and none is a key `load` drops.
-    package static func checkExportKeys(_ tensors: [TensorEntry], config: NemotronConfig, hfPrefix: String, path: String) throws {
-        var adapter = NemotronV3Adapter(config: config)
+    /// Every non-expert tensor's exported HF key (its `hf_key` where the rules restore it, else the
+    /// adapter's `to_hf` name) reads back under `from_hf` as that very tensor, as every key `load`
+    /// writes does. So no key is exported twice, none collides with an expert's key, and none is a
+    /// key `load` drops.
+    package static func checkExportKeys(_ tensors: [TensorEntry], config: NemotronConfig, hfPrefix: String, rules: Rules = .seed,
+                                        path: String) throws {
+        var adapter = NemotronV3Adapter(config: config, rules: rules)
         adapter.hfPrefix = hfPrefix
         for t in tensors where !t.expertSharded {
             guard case let .renamed(generated) = adapter.toHF(t.name, shape: t.shape, firstExpert: 0) else { continue }  // ExportPlanner refuses it
-            let key = t.hfKey ?? generated
-            let what = "tensor \(jsonQuoted(t.name)): " + (t.hfKey == nil ? "its HF key" : "hf_key") + " \(jsonQuoted(key))"
-            let role: HFKeyRole
-            do { role = try adapter.classify(key) } catch let e as CheckpointError {
-                throw CheckpointError(path: path, "\(what) is not a valid HF key: \(e.reason)")
-            }
-            switch role {
-            case .rename(t.name): continue
-            case let .rename(other): throw CheckpointError(path: path, "\(what) would load back as \(jsonQuoted(other)), not as this tensor")
-            case let .drop(why): throw CheckpointError(path: path, "\(what) is a key load drops (\(why))")
-            case .expert: throw CheckpointError(path: path, "\(what) is an expert weight's key")
+            // The key the export writes, and the recorded source key (which rules that do not
+            // restore it still hold to: it is what the tensor was loaded from).
+            let key = adapter.exportKey(generated: generated, recorded: t.hfKey)
+            for k in [key] + (t.hfKey.map { $0 == key ? [] : [$0] } ?? []) {
+                let what = "tensor \(jsonQuoted(t.name)): " + (k == t.hfKey ? "hf_key" : "its HF key") + " \(jsonQuoted(k))"
+                let role: HFKeyRole
+                do { role = try adapter.classify(k) } catch let e as CheckpointError {
+                    throw CheckpointError(path: path, "\(what) is not a valid HF key: \(e.reason)")
+                }
+                switch role {
+                case .rename(t.name): continue
+                case let .rename(other): throw CheckpointError(path: path, "\(what) would load back as \(jsonQuoted(other)), not as this tensor")
+                case let .drop(why): throw CheckpointError(path: path, "\(what) is a key load drops (\(why))")
+                case .expert: throw CheckpointError(path: path, "\(what) is an expert weight's key")
+                case .stackedExperts: throw CheckpointError(path: path, "\(what) is a key of stacked transformers experts")
+                }
             }
         }
     }
@@ -415,7 +462,7 @@ extension Manifest {
     /// every extra file must still be there as a regular file (a moved or half-deleted source
     /// is an error, never an export that silently lacks its tokenizer). With no extra files
     /// the source is not needed at all.
-    public func extraFileSources() throws -> [(name: String, path: String)] {
+    package func extraFileSources() throws -> [(name: String, path: String)] {
         guard !extraFiles.isEmpty else { return [] }
         try requireSourceCheckpoint()
         return try extraFiles.map { name in

@@ -7,7 +7,7 @@ public enum BlockType: Character, Sendable, CaseIterable {
     case mamba = "M", attention = "*", mlp = "-", moe = "E"
 
     /// The word `layers_block_type` uses (the older spelling; see `words` for every accepted one).
-    public var word: String {
+    package var word: String {
         switch self {
         case .mamba: return "mamba"
         case .attention: return "attention"
@@ -18,7 +18,7 @@ public enum BlockType: Character, Sendable, CaseIterable {
 
     /// Every word `layers_block_type` may use for this block: the older configs' word and the one
     /// transformers 5 writes (`linear_attention` for mamba2, `full_attention` for attention).
-    public var words: [String] {
+    package var words: [String] {
         switch self {
         case .mamba: return ["mamba", "linear_attention"]
         case .attention: return ["attention", "full_attention"]
@@ -28,13 +28,13 @@ public enum BlockType: Character, Sendable, CaseIterable {
     }
 
     /// The block a `layers_block_type` word names, in either spelling.
-    public init?(word: String) {
+    package init?(word: String) {
         guard let b = BlockType.allCases.first(where: { $0.words.contains(word) }) else { return nil }
         self = b
     }
 
     /// Parses a pattern string such as `MEM*E`.
-    public static func parse(pattern: String) -> [BlockType]? {
+    package static func parse(pattern: String) -> [BlockType]? {
         var out: [BlockType] = []
         for c in pattern {
             guard let b = BlockType(rawValue: c) else { return nil }
@@ -44,7 +44,7 @@ public enum BlockType: Character, Sendable, CaseIterable {
     }
 
     /// The pattern string of `blocks`.
-    public static func pattern(_ blocks: [BlockType]) -> String { String(blocks.map(\.rawValue)) }
+    package static func pattern(_ blocks: [BlockType]) -> String { String(blocks.map(\.rawValue)) }
 }
 
 /// The fields of a Nemotron-H `config.json` that the layouts depend on.
@@ -57,19 +57,19 @@ public struct NemotronConfig: Sendable, Codable {
     public let moeIntermediateSize: Int?
     public let moeLatentSize: Int?
     /// The whole document, kept so it can be written back unchanged.
-    public let json: JSON
+    package let json: JSON
 
     /// Width of an expert's input/output: `moe_latent_size` when set, else `hidden_size`.
     public var expertDim: Int { moeLatentSize ?? hiddenSize }
     /// Whether any layer (backbone or MTP) is a mixture of experts.
-    public var hasExperts: Bool { layers.contains(.moe) || mtpLayers.contains(.moe) }
+    package var hasExperts: Bool { layers.contains(.moe) || mtpLayers.contains(.moe) }
 
     /// Upper bound on `n_routed_experts` (real models have at most a few hundred): a corrupt value
     /// must not make every rank enumerate billions of experts.
-    public static let maxRoutedExperts = 65_536
+    package static let maxRoutedExperts = 65_536
 
     /// Parses and checks a config document; `path` names the file in errors.
-    public init(json: JSON, path: String) throws {
+    package init(json: JSON, path: String) throws {
         func bad(_ reason: String) -> CheckpointError { CheckpointError(path: path, reason) }
         guard json.objectValue != nil else { throw bad("config is not a JSON object") }
         self.json = json

@@ -7,24 +7,24 @@ import NemoShardMesh
 /// against the manifest.
 public struct ShardedCheckpoint: Sendable {
     /// Where one tensor's bytes are in a rank file.
-    public struct Location: Sendable, Equatable, Codable {
-        public let offset: Int
-        public let byteCount: Int
+    package struct Location: Sendable, Equatable, Codable {
+        package let offset: Int
+        package let byteCount: Int
     }
 
     public let directory: String
     public let manifest: Manifest
     /// `locations[rank][name]`.
-    public let locations: [[String: Location]]
+    package let locations: [[String: Location]]
     /// Each rank file as it was when its reader checked it (nil where this job has no record).
     package let fingerprints: [FileFingerprint?]
     /// Which rank files each rank of the job that opened it can read (`visible[rank][file rank]`),
     /// and the rank that reads each file for the others. All true and identity on a shared filesystem.
-    public package(set) var visible: [[Bool]] = []
-    public package(set) var readers: [Int] = []
+    package var visible: [[Bool]] = []
+    package var readers: [Int] = []
 
     /// Whether `rank` of the opening job can read rank file `file` itself.
-    public func canRead(rank: Int, file: Int) -> Bool { visible.isEmpty || visible[rank][file] }
+    package func canRead(rank: Int, file: Int) -> Bool { visible.isEmpty || visible[rank][file] }
 
     public func path(ofRank r: Int) -> String { FS.join(directory, manifest.ranks[r].file) }
 
@@ -99,7 +99,7 @@ public struct ShardedCheckpoint: Sendable {
     }
 
     /// Ranks that write for their expert range: the lowest rank of each distinct range (replicas skip).
-    public var ownerRanks: [Int] { Manifest.ownerRanks(manifest.ranks) }
+    package var ownerRanks: [Int] { Manifest.ownerRanks(manifest.ranks) }
 
     package init(directory: String, manifest: Manifest, locations: [[String: Location]], fingerprints: [FileFingerprint?]) {
         self.directory = directory

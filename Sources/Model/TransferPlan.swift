@@ -8,13 +8,22 @@ package enum Transform: Sendable, Equatable {
     case copy
     /// A `rows x cols` matrix of `from` becomes its `cols x rows` transpose in `to`.
     case transpose(rows: Int, cols: Int, from: DType, to: DType)
+    /// A quantized weight (the source) becomes floats, its scales read from their own ranges.
+    case dequantize(Dequantization)
 
     /// Destination bytes produced from `sourceBytes` source bytes.
     package func outputBytes(sourceBytes: Int) -> Int {
         switch self {
         case .copy: return sourceBytes
         case let .transpose(rows, cols, _, to): return rows * cols * to.size
+        case let .dequantize(d): return d.rows * d.cols * d.to.size
         }
+    }
+
+    /// Byte ranges read besides the piece's source (a dequantization's scales).
+    package var auxiliarySources: [SourceRange] {
+        guard case let .dequantize(d) = self else { return [] }
+        return [d.scales] + (d.globalScale.map { [$0] } ?? [])
     }
 }
 
@@ -108,18 +117,48 @@ package struct TransferPlan: Sendable {
         return out
     }
 
-    /// Checks that every output byte is produced exactly once (a plan bug otherwise).
+    /// Checks that every output byte is produced exactly once (a plan bug otherwise): each output's
+    /// destination intervals, sorted, must be disjoint and together cover `[0, byteCount)`. (Equal
+    /// byte sums are not enough: one piece written twice and another byte range never written have
+    /// the same sum as a correct plan.)
     package func validateCoverage() throws {
-        var covered = [Int](repeating: 0, count: outputs.count)
+        // One flat list in (output, start, end) order, not an array per output (a plan may have a
+        // million outputs); planners make their pieces in that order, so it is rarely sorted here.
+        var intervals: [(output: Int, range: Range<Int>)] = []
+        intervals.reserveCapacity(pieces.count)
         for p in pieces {
+            guard outputs.indices.contains(p.output) else {
+                throw InternalError("a piece names output \(p.output) of a plan with \(outputs.count)")
+            }
             let n = p.transform.outputBytes(sourceBytes: p.source.count)
-            guard p.destOffset >= 0, p.destOffset + n <= outputs[p.output].byteCount else {
+            guard n >= 0, p.destOffset >= 0, p.destOffset <= outputs[p.output].byteCount - n else {
                 throw InternalError("\(outputs[p.output].name): a piece lies outside its tensor")
             }
-            covered[p.output] += n
+            if n > 0 { intervals.append((p.output, p.destOffset..<(p.destOffset + n))) }
         }
-        for (i, o) in outputs.enumerated() where covered[i] != o.byteCount {
-            throw InternalError("\(o.name): the plan covers \(covered[i]) of \(o.byteCount) bytes")
+        func before(_ a: (output: Int, range: Range<Int>), _ b: (output: Int, range: Range<Int>)) -> Bool {
+            (a.output, a.range.lowerBound, a.range.upperBound) < (b.output, b.range.lowerBound, b.range.upperBound)
+        }
+        if zip(intervals, intervals.dropFirst()).contains(where: { before($1, $0) }) { intervals.sort(by: before) }
+        var next = 0
+        for (i, o) in outputs.enumerated() {
+            let first = next
+            while next < intervals.count, intervals[next].output == i { next += 1 }
+            let sorted = intervals[first..<next].lazy.map(\.range)
+            var covered = 0  // bytes [0, covered) are produced, each once, by the intervals so far
+            var firstGap: Range<Int>?
+            for r in sorted {
+                if r.lowerBound < covered {
+                    throw InternalError("\(o.name): the plan produces bytes [\(r.lowerBound), \(min(covered, r.upperBound))) more than once")
+                }
+                if r.lowerBound > covered, firstGap == nil { firstGap = covered..<r.lowerBound }
+                covered = r.upperBound
+            }
+            if covered < o.byteCount, firstGap == nil { firstGap = covered..<o.byteCount }
+            if let gap = firstGap {
+                let total = sorted.reduce(0) { $0 + $1.count }
+                throw InternalError("\(o.name): the plan covers \(total) of \(o.byteCount) bytes; bytes [\(gap.lowerBound), \(gap.upperBound)) are produced by no piece")
+            }
         }
     }
 }

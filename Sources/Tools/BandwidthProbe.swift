@@ -9,13 +9,13 @@ import NemoShardEngine
 /// Point-to-point MPI bandwidth between the first and the last rank (on a cluster: usually two
 /// different nodes), over the same chunked `send`/`receive` the jobs use: a ceiling to compare
 /// `save-hf --gather` against.
-public enum BandwidthProbe {
-    public struct Result: Sendable {
-        public let bytes: Int
-        public let rounds: Int
+package enum BandwidthProbe {
+    package struct Result: Sendable {
+        package let bytes: Int
+        package let rounds: Int
         /// Median seconds of one transfer of `bytes` (receiver's acknowledgement included).
-        public let seconds: Double
-        public var gigabytesPerSecond: Double { seconds > 0 ? Double(bytes) / seconds / 1e9 : 0 }
+        package let seconds: Double
+        package var gigabytesPerSecond: Double { seconds > 0 ? Double(bytes) / seconds / 1e9 : 0 }
     }
 
     package static let tag = 13
@@ -24,7 +24,7 @@ public enum BandwidthProbe {
     /// Memory is had before anything is sent, and every rank learns if a rank could not have it
     /// (an `AllocationError`): rank 0 allocates the message; the last rank, whose `receive`
     /// allocates a buffer of the message's size, first checks that it could allocate one.
-    public static func run(bytes: Int, rounds: Int, world: Collective) throws -> Result {
+    package static func run(bytes: Int, rounds: Int, world: Collective) throws -> Result {
         let last = world.size - 1
         var times: [Double] = []
         let size = max(bytes, 1)

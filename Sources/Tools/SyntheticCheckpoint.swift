@@ -7,26 +7,26 @@ import NemoShardModel
 import NemoShardEngine
 
 /// Writes deterministic synthetic Nemotron-H checkpoints in the real Hugging Face layout.
-public enum SyntheticCheckpoint {
+package enum SyntheticCheckpoint {
     /// Model dimensions of a synthetic checkpoint.
-    public struct Preset: Sendable {
-        public var hidden: Int, vocab: Int, experts: Int, moeInter: Int, sharedInter: Int, mlpInter: Int
-        public var mambaHeads: Int, mambaHeadDim: Int, nGroups: Int, ssmState: Int, convKernel: Int
-        public var attentionHeads: Int, kvHeads: Int, headDim: Int
-        public var pattern: String, mtpPattern: String
-        public var latent: Int?
+    package struct Preset: Sendable {
+        package var hidden: Int, vocab: Int, experts: Int, moeInter: Int, sharedInter: Int, mlpInter: Int
+        package var mambaHeads: Int, mambaHeadDim: Int, nGroups: Int, ssmState: Int, convKernel: Int
+        package var attentionHeads: Int, kvHeads: Int, headDim: Int
+        package var pattern: String, mtpPattern: String
+        package var latent: Int?
 
         /// Small enough for tests (tens of KB), with every block type.
-        public static let tiny = Preset(hidden: 32, vocab: 64, experts: 8, moeInter: 16, sharedInter: 24, mlpInter: 48,
+        package static let tiny = Preset(hidden: 32, vocab: 64, experts: 8, moeInter: 16, sharedInter: 24, mlpInter: 48,
                                         mambaHeads: 4, mambaHeadDim: 8, nGroups: 2, ssmState: 8, convKernel: 4,
                                         attentionHeads: 4, kvHeads: 2, headDim: 8, pattern: "ME*-E", mtpPattern: "")
         /// Nemotron 3 Nano 30B-A3B shapes with a short pattern (for benchmarks).
-        public static let nano = Preset(hidden: 2688, vocab: 131072, experts: 128, moeInter: 1856, sharedInter: 3712,
+        package static let nano = Preset(hidden: 2688, vocab: 131072, experts: 128, moeInter: 1856, sharedInter: 3712,
                                         mlpInter: 1856, mambaHeads: 64, mambaHeadDim: 64, nGroups: 8, ssmState: 128,
                                         convKernel: 4, attentionHeads: 32, kvHeads: 2, headDim: 128, pattern: "ME*E",
                                         mtpPattern: "")
 
-        public static func named(_ name: String) -> Preset? {
+        package static func named(_ name: String) -> Preset? {
             switch name {
             case "tiny": return .tiny
             case "nano": return .nano
@@ -36,27 +36,36 @@ public enum SyntheticCheckpoint {
     }
 
     /// What to write.
-    public struct Options: Sendable {
-        public var preset: Preset = .tiny
-        public var shards = 2
-        public var expertDType: DType = .bf16
-        public var seed: UInt64 = 0
+    package struct Options: Sendable {
+        package var preset: Preset = .tiny
+        package var shards = 2
+        package var expertDType: DType = .bf16
+        package var seed: UInt64 = 0
         /// `model.` instead of `backbone.` as the key prefix.
-        public var modelPrefix = false
+        package var modelPrefix = false
         /// `embed_tokens` instead of `embeddings`.
-        public var embedTokensName = false
-        public init() {}
+        package var embedTokensName = false
+        /// Small non-expert tensors added beside the model's own, spread round robin over the
+        /// layers (`backbone.layers.L.mixer.extra_norms.K.weight`, 16 BF16 values each): checkpoints
+        /// with many tensors, for measuring how planning scales with their number.
+        package var extraTensors = 0
+        package init() {}
     }
 
     /// One planned tensor of the checkpoint.
-    public struct Entry: Sendable {
-        public let name: String
-        public let dtype: DType
-        public let shape: [Int]
+    package struct Entry: Sendable {
+        package let name: String
+        package let dtype: DType
+        package let shape: [Int]
     }
 
+    /// Elements of each extra tensor (`Options.extraTensors`).
+    package static let extraTensorSize = 16
+    /// Most extra tensors a checkpoint may have.
+    package static let maxExtraTensors = 10_000_000
+
     /// Every tensor of the checkpoint in model order.
-    public static func entries(_ o: Options) throws -> [Entry] {
+    package static func entries(_ o: Options) throws -> [Entry] {
         let p = o.preset
         guard let layers = BlockType.parse(pattern: p.pattern), !layers.isEmpty else {
             throw UsageError("--pattern must be a non-empty string of M * - E, got \"\(p.pattern)\"")
@@ -65,6 +74,9 @@ public enum SyntheticCheckpoint {
             throw UsageError("--mtp must be a string of M * - E, got \"\(p.mtpPattern)\"")
         }
         guard p.experts > 0 else { throw UsageError("--experts must be positive") }
+        guard (0...maxExtraTensors).contains(o.extraTensors) else {
+            throw UsageError("--extra-tensors must be between 0 and \(maxExtraTensors)")
+        }
         let root = o.modelPrefix ? "model." : "backbone."
         var out: [Entry] = []
         func add(_ name: String, _ shape: [Int], _ dtype: DType = .bf16) { out.append(Entry(name: name, dtype: dtype, shape: shape)) }
@@ -109,7 +121,12 @@ public enum SyntheticCheckpoint {
             add(prefix + "norm.weight", [h])
         }
         add(root + (o.embedTokensName ? "embed_tokens.weight" : "embeddings.weight"), [p.vocab, h])
-        for (i, b) in layers.enumerated() { block(root + "layers.\(i).", b) }
+        for (i, b) in layers.enumerated() {
+            block(root + "layers.\(i).", b)
+            for k in stride(from: i, to: o.extraTensors, by: layers.count) {
+                add(root + "layers.\(i).mixer.extra_norms.\(k / layers.count).weight", [SyntheticCheckpoint.extraTensorSize])
+            }
+        }
         add(root + "norm_f.weight", [h])
         add("lm_head.weight", [p.vocab, h])
         for (i, b) in mtp.enumerated() {
@@ -126,7 +143,7 @@ public enum SyntheticCheckpoint {
     }
 
     /// The config.json document.
-    public static func config(_ o: Options) -> JSON {
+    package static func config(_ o: Options) -> JSON {
         let p = o.preset
         var m: [(String, JSON)] = [
             ("architectures", .array([.string("NemotronHForCausalLM")])),
@@ -161,7 +178,7 @@ public enum SyntheticCheckpoint {
     /// Creates the checkpoint as a new output directory with the output protocol (lock, staging,
     /// atomic commit): a failure such as a full disk leaves nothing behind. Returns the entries.
     @discardableResult
-    public static func create(at path: String, options o: Options, force: Bool) throws -> [Entry] {
+    package static func create(at path: String, options o: Options, force: Bool) throws -> [Entry] {
         _ = try entries(o)
         let staged = try StagedOutput.prepare(path, force: force, inputs: [], world: SoloCollective())
         do {
@@ -176,7 +193,7 @@ public enum SyntheticCheckpoint {
 
     /// Writes the checkpoint's files into `directory` (created if needed). Returns the tensor entries.
     @discardableResult
-    public static func write(to directory: String, options o: Options) throws -> [Entry] {
+    package static func write(to directory: String, options o: Options) throws -> [Entry] {
         let all = try entries(o)
         guard o.shards >= 1 else { throw UsageError("--shards must be at least 1") }
         try FS.makeDirectories(directory)
@@ -220,7 +237,7 @@ public enum SyntheticCheckpoint {
     package static func fill(writer: SafetensorsWriter, tensor: Int, entry: Entry, seed: UInt64) throws {
         var rng = SplitMix64(seed: seed ^ fnv1a(entry.name))
         let total = entry.shape.reduce(1, *) * entry.dtype.size
-        let chunk = TensorStorage(count: 4 << 20)
+        let chunk = TensorStorage(count: max(1, min(4 << 20, total)))
         var done = 0
         while done < total {
             let n = min(chunk.bytes.count, total - done)

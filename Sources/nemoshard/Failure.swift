@@ -28,6 +28,7 @@ enum Failure {
         switch remedy {
         case .force: return "; pass --force to replace it"
         case .gather: return "; use --gather to write it from rank 0's node"
+        case .dequantize: return "; use --dequantize bf16|f32 to load them as floats"
         }
     }
 }

@@ -2,6 +2,14 @@
 2 CPU processes, torch's consolidation of it, and a hand-made per-rank directory that DCP reads.
 
     python make_dcp.py OUT_DIR
+    python make_dcp.py --from-hf HF_DIR OUT_DIR
+
+With --from-hf, the checkpoint is HF_DIR's (a save_pretrained directory) instead, laid out as a
+training run keeps it: OUT_DIR/dcp/ holds the shard files dcp.save writes from 2 gloo ranks (every
+tensor a DTensor: Shard(0) where dim 0 has at least 2 rows, so uneven splits occur, else Replicate;
+output file indices from HF_DIR's index), and OUT_DIR/ itself, the DCP directory's parent, gets
+HF_DIR's config.json and generation_config.json. It checks that dcp.load reads the shards back equal
+to HF_DIR's tensors and prints the files written.
 
 OUT_DIR/sharded/       dcp.save(state_dict, storage_writer=HuggingFaceStorageWriter(path,
                        fqn_to_index_mapping=FQN_TO_INDEX, save_distributed=True)) from 2 gloo ranks
@@ -120,9 +128,73 @@ def handmade(out):
     return {"w": state["w"].flatten().tolist(), "b": state["b"].float().tolist()}
 
 
+def hf_tensors(hf_dir):
+    """HF_DIR's tensors by name, and each one's output file index (1-based) from its index."""
+    from safetensors.torch import load_file
+
+    with open(os.path.join(hf_dir, "model.safetensors.index.json")) as fh:
+        weight_map = json.load(fh)["weight_map"]
+    files = sorted(set(weight_map.values()))
+    tensors = {}
+    for f in files:
+        tensors.update(load_file(os.path.join(hf_dir, f)))
+    index = {name: files.index(f) + 1 for name, f in weight_map.items()}
+    return tensors, index
+
+
+def hf_worker(rank, port, hf_dir, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+        mesh = init_device_mesh("cpu", (WORLD,))
+        tensors, index = hf_tensors(hf_dir)
+        state = {}
+        for name, full in tensors.items():
+            placement = Shard(0) if full.dim() >= 1 and full.shape[0] >= WORLD else Replicate()
+            state[name] = distribute_tensor(full, mesh, [placement])
+        writer = HuggingFaceStorageWriter(path=os.path.join(out, "dcp"), fqn_to_index_mapping=index, save_distributed=True)
+        dcp.save(state, storage_writer=writer)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def from_hf(hf_dir, out):
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    mp.spawn(hf_worker, args=(free_port(), hf_dir, out), nprocs=WORLD, join=True)
+    for name in ("config.json", "generation_config.json"):
+        shutil.copyfile(os.path.join(hf_dir, name), os.path.join(out, name))
+    tensors, _ = hf_tensors(hf_dir)
+    loaded = {name: torch.zeros_like(t) for name, t in tensors.items()}
+    dcp.load(loaded, storage_reader=HuggingFaceStorageReader(os.path.join(out, "dcp")))
+    for name, t in tensors.items():
+        assert torch.equal(loaded[name], t), f"dcp.load {name}"
+    chunked = 0
+    for f in sorted(os.listdir(os.path.join(out, "dcp"))):
+        if f.endswith(".safetensors"):
+            n, h = header(os.path.join(out, "dcp", f))
+            info = json.loads(h.get("__metadata__", {}).get("DCP_SHARDING_INFO", "{}"))
+            chunked += sum(1 for v in info.values() if any(v.get("saved_offsets", [])))
+    assert chunked > 0, "no tensor was split between the ranks"
+    for root, _, files in sorted(os.walk(out)):
+        for f in sorted(files):
+            p = os.path.join(root, f)
+            print(f"{os.path.relpath(p, out)} {os.path.getsize(p)}")
+    print(f"dcp: {len(tensors)} tensors of {hf_dir} written by {WORLD} ranks ({chunked} chunks at a non-zero offset), "
+          f"dcp.load reads them back equal")
+
+
 def main():
+    warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+    if len(sys.argv) == 4 and sys.argv[1] == "--from-hf":
+        from_hf(sys.argv[2], sys.argv[3])
+        return
     if len(sys.argv) != 2:
-        sys.exit("usage: make_dcp.py OUT_DIR")
+        sys.exit("usage: make_dcp.py OUT_DIR | make_dcp.py --from-hf HF_DIR OUT_DIR")
     # dcp.load without a process group says it assumes one process: that is the intent here.
     warnings.filterwarnings("ignore", message="torch.distributed is disabled")
     out = sys.argv[1]

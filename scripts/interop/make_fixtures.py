@@ -5,7 +5,10 @@
 OUT_DIR/{moe,latent,dense}/ each get what save_pretrained writes (config.json, generation_config.json,
 model-0000N-of-0000M.safetensors, model.safetensors.index.json) plus expected.json: the logits of the
 saved checkpoint, re-loaded with NemotronHForCausalLM.from_pretrained(dir, dtype=torch.float32), on
-input_ids [[1, 2, 3, 4, 5]]. OUT_DIR/VERSIONS records the versions and the command line.
+input_ids [[1, 2, 3, 4, 5]]. OUT_DIR/fused/ is the moe model (the same bf16 weights) saved in
+transformers' own layout, save_pretrained(save_original_format=False): stacked experts
+model.layers.N.mixer.experts.up_proj [n, moe_inter, hidden] and down_proj [n, hidden, moe_inter],
+`model.` keys; with its own expected.json. OUT_DIR/VERSIONS records the versions and the command line.
 
 Every checkpoint is deterministic for fixed versions (fixed torch seed, one thread). Weights are saved
 in bf16 the way a user gets them: the model is built in f32, saved, re-loaded with
@@ -65,6 +68,9 @@ FIXTURES = {
     "dense": dict(layers_block_type=["linear_attention", "full_attention", "mlp", "linear_attention", "mlp"]),
 }
 
+# Fixtures saved in transformers' own layout (save_original_format=False) from another fixture's model.
+FUSED = {"fused": "moe"}
+
 
 def perturb(model, seed):
     """Adds small noise to every parameter and buffer so that no tensor is constant (norm weights,
@@ -98,19 +104,8 @@ def logits_of(d, dtype=torch.float32):
         return model(torch.tensor(INPUT_IDS)).logits.to(torch.float32)
 
 
-def make(name, out_root, seed):
-    torch.manual_seed(seed)
-    config = NemotronHConfig(**COMMON, **FIXTURES[name])
-    model = NemotronHForCausalLM(config)
-    perturb(model, seed)
-    out = os.path.join(out_root, name)
-    shutil.rmtree(out, ignore_errors=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp)
-        bf16, info = NemotronHForCausalLM.from_pretrained(tmp, dtype=torch.bfloat16, output_loading_info=True)
-        if any(info.values()):
-            sys.exit(f"{name}: from_pretrained reported {info}")
-        bf16.save_pretrained(out, max_shard_size=MAX_SHARD_SIZE)
+def write_expected(out):
+    """expected.json of the checkpoint in out: its logits (f32 and bf16 loads) and its tensor list."""
     logits = logits_of(out, torch.float32)
     logits_bf16 = logits_of(out, torch.bfloat16)
     expected = {
@@ -127,7 +122,38 @@ def make(name, out_root, seed):
     with open(os.path.join(out, "expected.json"), "w") as fh:
         json.dump(expected, fh, indent=1)
         fh.write("\n")
+
+
+def make(name, out_root, seed):
+    torch.manual_seed(seed)
+    config = NemotronHConfig(**COMMON, **FIXTURES[name])
+    model = NemotronHForCausalLM(config)
+    perturb(model, seed)
+    out = os.path.join(out_root, name)
+    shutil.rmtree(out, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        bf16, info = NemotronHForCausalLM.from_pretrained(tmp, dtype=torch.bfloat16, output_loading_info=True)
+        if any(info.values()):
+            sys.exit(f"{name}: from_pretrained reported {info}")
+        bf16.save_pretrained(out, max_shard_size=MAX_SHARD_SIZE)
+        for fused, source in FUSED.items():
+            if source == name:
+                make_fused(bf16, os.path.join(out_root, fused))
+    write_expected(out)
     return out
+
+
+def make_fused(model, out):
+    """model saved as transformers keeps it in memory (stacked experts), the way a user gets it with
+    save_pretrained(save_original_format=False); its expected.json as for the other fixtures."""
+    shutil.rmtree(out, ignore_errors=True)
+    model.save_pretrained(out, max_shard_size=MAX_SHARD_SIZE, save_original_format=False)
+    keys = [k for _, k, _, _ in tensor_list(out)]
+    if not any(k.endswith(".mixer.experts.up_proj") for k in keys) or any(".experts.0." in k for k in keys):
+        sys.exit(f"{out}: save_original_format=False did not write stacked experts: {keys}")
+    write_expected(out)
+    print(f"fused: {out}")
 
 
 def main():

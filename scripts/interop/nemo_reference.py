@@ -9,12 +9,12 @@ from-hf  loads HF_DIR with 0.7.0's own loader (checkpointing._load_hf_safetensor
          adapter.from_hf(hf_state_dict, device_mesh=MESH) as global rank R of a world of D*W ranks laid
          out as 0.7.0's MoE mesh (ep_shard=D, ep=W), row-major: R's ep coordinate is R % W. As in 0.7.0
          (mesh_utils: `if ep_size > 1`), W == 1 passes device_mesh=None. The returned native state dict
-         (DTensors made local) is written to OUT.safetensors with one metadata entry `nemo_reference` (JSON: mesh,
-         rank, experts, whether the source used the `model.` prefix, which to-hf needs).
+         (DTensors made local) is written to OUT.safetensors with one metadata entry `nemo_reference`
+         (JSON: mesh, rank, experts, whether the source used the `model.` prefix, which to-hf needs).
 to-hf    takes the W per-rank files in ep-rank order (this script's from-hf outputs of ranks 0..W-1;
          for dp > 1 one replica), or one nemoshard per-rank directory (each rank's file completed with
-         the non-expert tensors nemoshard writes once, on their holder rank), runs adapter.to_hf as 0.7.0's
-         Checkpointer.save_model does (exclude_key_regex=r".*_extra_state.*", then contiguous), and
+         the non-expert tensors nemoshard writes once, on their holder rank), runs adapter.to_hf as
+         0.7.0's Checkpointer.save_model does (exclude_key_regex=r".*_extra_state.*", then contiguous), and
          writes the HF tensors to OUT.safetensors. --export-dtypes original (default) also applies the
          consolidation step's dtype mapping, as a consolidated export of a model loaded from HF_DIR:
          each key gets its dtype in HF_DIR's headers, except the adapter's forced_hf_dtype_mapping
@@ -54,13 +54,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import torch  # noqa: E402
+try:
+    import nemo_automodel  # noqa: F401
+    import torch
+except ImportError as e:
+    sys.exit(f"nemo_reference: {e}; run it with the python that scripts/interop-venv prints")
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 torch.set_num_threads(1)
 
 import importlib.metadata as _md  # noqa: E402
+
 
 import nemo_automodel.components.moe.state_dict_mixin as sd_mixin  # noqa: E402
 from nemo_automodel.components.checkpoint._backports.consolidate_hf_safetensors import (  # noqa: E402

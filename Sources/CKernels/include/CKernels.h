@@ -41,6 +41,28 @@ int ns_guarded_transpose_raw(const void *src, void *dst, size_t rows, size_t col
 /// ns_crc32c under the same guard, continuing `*crc`: 0, or NS_SOURCE_FAULT.
 int ns_guarded_crc32c(uint32_t *crc, const void *data, size_t length);
 
+/// One e4m3fn byte (float8_e4m3fn) to f32, exactly as torch converts it (0x7F/0xFF: NaN).
+float ns_e4m3_to_f32(uint8_t bits);
+/// One e2m1 nibble to f32: magnitudes {0, 0.5, 1, 1.5, 2, 3, 4, 6} by bits 0-2, bit 3 the sign.
+float ns_e2m1_to_f32(uint8_t nibble);
+
+/// ModelOpt FP8: dst = round(f32(e4m3 src) * scale) of a rows x cols matrix (src one byte per
+/// value), row-major, or its cols x rows transpose when `transpose`. 0, or -1 for an unsupported kind.
+int ns_dequantize_fp8(const void *src, float scale, void *dst, enum ns_elem dst_kind, size_t rows, size_t cols,
+                      int transpose);
+/// ModelOpt NVFP4: dst = round(e2m1 * (f32(e4m3 block scale) * global_scale)) of a rows x cols
+/// matrix; `packed` holds rows x cols/2 bytes (value 2j in the low nibble, 2j+1 in the high one),
+/// `block_scales` rows x cols/16 e4m3 bytes (one per 16 values of a row). Row-major, or the
+/// cols x rows transpose when `transpose`. 0, or -1 for an unsupported kind or cols % 16 != 0.
+int ns_dequantize_nvfp4(const void *packed, const void *block_scales, float global_scale, void *dst,
+                        enum ns_elem dst_kind, size_t rows, size_t cols, int transpose);
+/// ns_dequantize_fp8 under the SIGBUS guard: its result, or NS_SOURCE_FAULT.
+int ns_guarded_dequantize_fp8(const void *src, float scale, void *dst, enum ns_elem dst_kind, size_t rows,
+                              size_t cols, int transpose);
+/// ns_dequantize_nvfp4 under the SIGBUS guard: its result, or NS_SOURCE_FAULT.
+int ns_guarded_dequantize_nvfp4(const void *packed, const void *block_scales, float global_scale, void *dst,
+                                enum ns_elem dst_kind, size_t rows, size_t cols, int transpose);
+
 /// copy_file_range(2) (glibc hides it without _GNU_SOURCE); offsets are advanced.
 long ns_copy_file_range(int fd_in, long long *off_in, int fd_out, long long *off_out, size_t len);
 

@@ -11,7 +11,10 @@ import NemoShardEngine
 /// (`model-IIIII-of-NNNNN.safetensors` + `model.safetensors.index.json`), as torch's
 /// `consolidate_safetensors_files` writes it. Rank 0 reads every header and checks that the chunks
 /// tile each tensor; the output files are shared out over the ranks (balanced by bytes) and each
-/// rank writes its own, through the usual staged output.
+/// rank writes its own, through the usual staged output. Rank 0 also writes `config.json` and the
+/// small files beside it (`CompanionFiles`: from DCP_DIR or its parent), so the output is a
+/// complete checkpoint `from_pretrained` loads; without a `config.json` in either, only the weights
+/// and the index are written, and the report says so.
 ///
 /// An output file is written as torch writes it: the header first, then every chunk's bytes
 /// straight to their place in the file, one output window at a time (`copyTensor`). No tensor is
@@ -23,7 +26,11 @@ public enum ConsolidateJob {
         public var output: String
         public var force = false
         /// Bytes of output one copy step assembles (two buffers of this size per rank).
-        public var windowBytes = 16 << 20
+        package var windowBytes = 16 << 20
+        /// Called on each rank that sets it with (bytes done, total) over ALL ranks, as
+        /// `LoadJob.Options.progress` is: this rank's fraction of its own output files scaled to
+        /// the total (an estimate), after each copy window; the last call is (total, total).
+        public var progress: (@Sendable (Int, Int) -> Void)?
 
         public init(source: String, output: String) {
             self.source = source
@@ -33,7 +40,7 @@ public enum ConsolidateJob {
 
     /// Which rank writes output file i (1-based): `Balancer`, largest files first, each to the
     /// rank with the fewest bytes so far (ties: lowest rank). The same on every rank.
-    public static func assignFiles(_ checkpoint: DCPCheckpoint, ranks: Int) -> [Int: Int] {
+    package static func assignFiles(_ checkpoint: DCPCheckpoint, ranks: Int) -> [Int: Int] {
         var bytes = [Int](repeating: 0, count: checkpoint.fileCount + 1)
         for t in checkpoint.tensors where t.fileIndex >= 0 && t.fileIndex < bytes.count { bytes[t.fileIndex] += t.byteCount }
         let files = Array(1...max(checkpoint.fileCount, 1))
@@ -44,6 +51,7 @@ public enum ConsolidateJob {
     public static func run(_ o: Options, world: Collective) throws -> JobReport {
         let t0 = monotonicSeconds()
         let checkpoint = try DCPCheckpoint.openShared(o.source, world: world)
+        let companions = try world.broadcast(try world.agreeOnRoot { try CompanionFiles.find(beside: o.source) })
         let owner = assignFiles(checkpoint, ranks: world.size)
         let mine = (1...max(checkpoint.fileCount, 1)).filter { owner[$0] == world.rank }
         let myTensors = checkpoint.tensors.filter { mine.contains($0.fileIndex) }
@@ -56,11 +64,12 @@ public enum ConsolidateJob {
             let purpose = "the copy window of rank \(world.rank) (writing \(files))"
             return (try TensorStorage(count: windowSize, for: purpose), try TensorStorage(count: windowSize, for: purpose))
         }
+        let progress = try JobProgress(o.progress, share: myTensors.reduce(0) { $0 + $1.byteCount }, world: world)
         let t1 = monotonicSeconds()
         var stats = RankStats()
         stats.rank = world.rank
-        let staged = try StagedOutput.prepare(o.output, force: o.force, inputs: [o.source] + checkpoint.inputPaths, world: world,
-                                              writers: .everyRankShared)
+        let staged = try StagedOutput.prepare(o.output, force: o.force, inputs: [o.source] + checkpoint.inputPaths + companions.inputPaths,
+                                              world: world, writers: .everyRankShared)
         try staged.run(write: { () -> ((), [SafetensorsWriter]) in
             var writers: [SafetensorsWriter] = []
             guard let buffers else { return ((), writers) }
@@ -74,7 +83,8 @@ public enum ConsolidateJob {
                 var sources = ShardFiles(directory: checkpoint.directory, fingerprints: checkpoint.fingerprints)
                 for (k, t) in tensors.enumerated() {
                     stats.bytesRead += try copyTensor(t, into: w, tensor: k, sources: &sources,
-                                                      window: buffers.window.bytes, scratch: buffers.scratch.bytes)
+                                                      window: buffers.window.bytes, scratch: buffers.scratch.bytes,
+                                                      copied: progress.add)
                     stats.bytesProduced += t.byteCount
                     stats.tensors += 1
                 }
@@ -88,7 +98,9 @@ public enum ConsolidateJob {
             let weightMap = checkpoint.tensors.map { ($0.name, DCPCheckpoint.outputFileName($0.fileIndex, of: checkpoint.fileCount)) }
             let total = checkpoint.tensors.reduce(0) { $0 + $1.byteCount }
             try HFIndex(weightMap: weightMap, totalSize: total).write(into: staged.staging)
+            try companions.copy(into: staged.staging)
         })
+        progress.finish()
         let t2 = monotonicSeconds()
         stats.peakRSS = ProcessFacts.peakResidentBytes()
         var report = JobReport(command: "consolidate", mesh: nil, worldSize: world.size)
@@ -97,6 +109,12 @@ public enum ConsolidateJob {
         report.ranks = try RankStats.gather(stats, over: world)
         report.notes = [("files", .int(Int64(checkpoint.fileCount))), ("tensors", .int(Int64(checkpoint.tensors.count))),
                         ("window_bytes", .int(Int64(windowSize)))]
+        if let from = companions.directory {
+            report.notes.append(("config", .string(FS.join(from, CompanionFiles.configName))))
+            report.notes.append(("extra_files", .array(companions.extraFiles.map { .string($0) })))
+        } else {
+            report.notes.append(("config", .string("none in \(companions.searched.joined(separator: " or ")): the output holds the weights and index only")))
+        }
         return report
     }
 
@@ -133,10 +151,11 @@ public enum ConsolidateJob {
     /// `pread` (into the window where it is one run, else into `scratch` and spread run by run),
     /// and the window is written with one `pwrite`. A window that is one run of one chunk (a
     /// row-split tensor, mostly) is copied in the kernel (`copy_file_range`) instead. Memory is the
-    /// two buffers, whatever the tensor's size. Returns the bytes read. Errors name the tensor.
+    /// two buffers, whatever the tensor's size. Returns the bytes read; `copied` gets each
+    /// window's bytes once it is written. Errors name the tensor.
     package static func copyTensor(_ t: DCPCheckpoint.GlobalTensor, into writer: SafetensorsWriter, tensor k: Int,
                            sources: inout ShardFiles, window: UnsafeMutableRawBufferPointer,
-                           scratch: UnsafeMutableRawBufferPointer) throws -> Int {
+                           scratch: UnsafeMutableRawBufferPointer, copied: (Int) -> Void = { _ in }) throws -> Int {
         let total = t.byteCount
         guard total > 0 else { return 0 }
         guard window.count > 0, scratch.count >= window.count, let windowBase = window.baseAddress,
@@ -187,6 +206,7 @@ public enum ConsolidateJob {
                     if try writer.copy(tensor: k, offset: a, from: files[p.chunk], at: chunks[p.chunk].dataOffset + p.source.lowerBound,
                                        count: b - a) {
                         read += b - a
+                        copied(b - a)
                         a = b
                         continue
                     }
@@ -211,6 +231,7 @@ public enum ConsolidateJob {
                     read += p.source.count
                 }
                 try writer.write(tensor: k, offset: a, UnsafeRawBufferPointer(start: windowBase, count: b - a))
+                copied(b - a)
                 a = b
             }
             return read

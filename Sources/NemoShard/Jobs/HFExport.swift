@@ -7,7 +7,8 @@ import NemoShardEngine
 
 /// The way back to Hugging Face, shared by `save-hf` (sources: rank files) and `toHF` (sources: a
 /// state dict in memory). Each rank's share (an `ExportPlanner` plan) is split into shards as
-/// `save_pretrained` does, with one global numbering agreed over the mesh's `ep` communicator;
+/// `save_pretrained` does, with one global numbering agreed over the mesh's `ep` communicator
+/// (or given: `save-hf` numbers the shards of its `ExportLayout` before it starts);
 /// every rank writes its own shards (shared filesystem) or, with `gather`, only ranks that can
 /// write into rank 0's staging directory write and the others stream their shards to them.
 /// Rank 0 then writes the index, config.json and the source's small files. Mesh replicas have
@@ -17,6 +18,8 @@ package struct HFExport {
     package let mesh: DeviceMesh
     package let maxShardBytes: Int
     package let gather: Bool
+    /// A fused export from memory: how the stacked expert tensors' rows reach rank 0.
+    package var stackedRows: StackedRowExchange? = nil
 
     package static let shardTag = 11
 
@@ -32,27 +35,55 @@ package struct HFExport {
         package let plan: TransferPlan
         /// Output indices of each of this rank's shards.
         package let groups: [[Int]]
-        /// Shards per `ep` rank, and this rank's first global shard index.
-        package let counts: [Int]
-        package let first: Int
+        /// Every `ep` rank's global shard indices (0-based, ascending, one per group of that rank).
+        package let numbers: [[Int]]
+        /// Shards of the whole export.
+        package let total: Int
+        /// This rank's position on the `ep` communicator.
+        package let rank: Int
         /// Every `ep` rank's weight-map entries (agreed once the numbering is).
         package var weightEntries: [[WeightEntry]] = []
 
-        package var total: Int { counts.reduce(0, +) }
+        /// Global index of this rank's `k`-th shard.
+        package func number(_ k: Int) -> Int { numbers[rank][k] }
 
         package func shardName(_ i: Int) -> String { HFIndex.shardName(i + 1, of: total) }
 
         package func shardPlan(_ k: Int) -> TransferPlan { plan.keeping(outputs: groups[k]) }
     }
 
-    /// Splits `plan` into shards and agrees on the numbering. Collective over the `ep` communicator.
-    package func share(_ plan: TransferPlan) throws -> Share {
+    /// A numbering decided before the export (`ExportLayout`: the same files for any number of
+    /// ranks): this rank's shards as output groups of its plan, and every `ep` rank's global
+    /// shard indices; together they number `0..<total` once each.
+    package struct Layout {
+        package let groups: [[Int]]
+        package let numbers: [[Int]]
+
+        package init(groups: [[Int]], numbers: [[Int]]) {
+            self.groups = groups
+            self.numbers = numbers
+        }
+    }
+
+    /// Splits `plan` into shards and agrees on the numbering (each `ep` rank's shards follow the
+    /// lower ranks'), or takes `layout`'s. Collective over the `ep` communicator.
+    package func share(_ plan: TransferPlan, layout: Layout? = nil) throws -> Share {
         let ep = mesh.expertGroup
-        let groups = ExportPlanner.shardGroups(plan.outputs, maxBytes: maxShardBytes)
-        let counts = try ep.allgather(groups.count)
-        var s = Share(plan: plan, groups: groups, counts: counts, first: counts.prefix(ep.rank).reduce(0, +))
+        let groups: [[Int]], numbers: [[Int]]
+        if let layout {
+            guard layout.numbers.count == ep.size, layout.groups.count == layout.numbers[ep.rank].count,
+                  layout.numbers.joined().sorted() == Array(0..<layout.numbers.joined().count) else {
+                throw InternalError("an export layout must number every shard once")
+            }
+            (groups, numbers) = (layout.groups, layout.numbers)
+        } else {
+            groups = ExportPlanner.shardGroups(plan.outputs, maxBytes: maxShardBytes)
+            let counts = try ep.allgather(groups.count)
+            numbers = counts.indices.map { r in Array(counts.prefix(r).reduce(0, +)..<counts.prefix(r + 1).reduce(0, +)) }
+        }
+        var s = Share(plan: plan, groups: groups, numbers: numbers, total: numbers.reduce(0) { $0 + $1.count }, rank: ep.rank)
         let mine = groups.enumerated().flatMap { k, g in
-            g.map { WeightEntry(key: plan.outputs[$0].name, file: s.shardName(s.first + k), bytes: plan.outputs[$0].byteCount) }
+            g.map { WeightEntry(key: plan.outputs[$0].name, file: s.shardName(s.number(k)), bytes: plan.outputs[$0].byteCount) }
         }
         s.weightEntries = try ep.allgather(mine)
         return s
@@ -62,8 +93,25 @@ package struct HFExport {
     /// and the writers still to be committed. `execute` runs a plan into a sink.
     package func write(_ s: Share, staged: StagedOutput, stats: inout RankStats,
                execute: (TransferPlan, TensorSink) throws -> ExecutionStats) throws -> (ExecutionStats, [SafetensorsWriter]) {
-        gather ? try writeGathered(s, staged: staged, stats: &stats, execute: execute)
-               : try writeParallel(s, staged: staged, stats: &stats, execute: execute)
+        guard let stackedRows else {
+            return gather ? try writeGathered(s, staged: staged, stats: &stats, execute: execute)
+                          : try writeParallel(s, staged: staged, stats: &stats, execute: execute)
+        }
+        // A fused export from memory: rank 0's stacked tensors get the other ranks' rows after
+        // the shards are written, and the streams run (or are drained) even after a failure.
+        var failure: Error?
+        var result = (ExecutionStats(), [SafetensorsWriter]())
+        do {
+            result = gather ? try writeGathered(s, staged: staged, stats: &stats, execute: execute)
+                            : try writeParallel(s, staged: staged, stats: &stats, execute: execute)
+        } catch { failure = error }
+        do {
+            let rows = try stackedRows.run(s, writers: result.1, failed: failure != nil, execute: execute)
+            result.0.bytesRead += rows.bytesRead
+            result.0.bytesProduced += rows.bytesProduced
+        } catch { failure = failure ?? error }
+        if let failure { throw failure }
+        return result
     }
 
     private static let shardMetadata = [("format", "pt")]
@@ -74,7 +122,7 @@ package struct HFExport {
         var writers: [SafetensorsWriter] = []
         var map: [(writer: Int, tensor: Int)] = Array(repeating: (0, 0), count: s.plan.outputs.count)
         for (k, g) in s.groups.enumerated() {
-            let w = try SafetensorsWriter(path: staged.stagingPath(s.shardName(s.first + k)),
+            let w = try SafetensorsWriter(path: staged.stagingPath(s.shardName(s.number(k))),
                                           specs: g.map { s.plan.outputs[$0] }, metadata: HFExport.shardMetadata)
             for (j, i) in g.enumerated() { map[i] = (k, j) }
             writers.append(w)
@@ -96,7 +144,7 @@ package struct HFExport {
         let canWrite = try ep.allgather(staged.canWrite)
         let writers = canWrite.indices.filter { canWrite[$0] }
         let senders = canWrite.indices.filter { !canWrite[$0] }
-        if writers.isEmpty, let r = senders.first(where: { s.counts[$0] > 0 }) {
+        if writers.isEmpty, let r = senders.first(where: { !s.numbers[$0].isEmpty }) {
             throw UsageError("no rank of the ep group can write into \(staged.staging); rank \(r) has shards to write")
         }
         let writerOf = writers.isEmpty ? [:]
@@ -108,10 +156,9 @@ package struct HFExport {
         var result = (ExecutionStats(), [SafetensorsWriter]())
         do { result = try writeParallel(s, staged: staged, stats: &stats, execute: execute) } catch { failure = error }
         for r in senders where writerOf[r] == ep.rank {
-            let rFirst = s.counts.prefix(r).reduce(0, +)
-            for k in 0..<s.counts[r] {
+            for n in s.numbers[r] {
                 do {
-                    try receiveShard(from: r, path: staged.stagingPath(s.shardName(rFirst + k)), failed: failure != nil, stats: &stats)
+                    try receiveShard(from: r, path: staged.stagingPath(s.shardName(n)), failed: failure != nil, stats: &stats)
                 } catch { failure = failure ?? error }
             }
         }
@@ -193,18 +240,20 @@ package struct HFExport {
 
 extension HFExport {
     /// The whole export of this rank's `plan` into `output`: the source's small files checked,
-    /// numbering, staged writes, index, commit, and the report. Collective over the mesh.
-    package func run(_ plan: TransferPlan, output: String, force: Bool, inputs: [String], started t0: Double,
-             execute: (TransferPlan, TensorSink) throws -> ExecutionStats) throws -> JobReport {
+    /// numbering (`layout`'s, if given), staged writes, index, commit, and the report. `experts`:
+    /// what the report lists for this rank (default: its range in the manifest). Collective over the mesh.
+    package func run(_ plan: TransferPlan, layout: Layout? = nil, experts: ExpertRange? = nil, output: String, force: Bool,
+                     inputs: [String], started t0: Double,
+                     execute: (TransferPlan, TensorSink) throws -> ExecutionStats) throws -> JobReport {
         let world = mesh.world
         // The source's small files are checked before anything is written: a moved source or a
         // manifest naming a directory that is no checkpoint fails here, not after the shards.
         _ = try world.agreeOnRoot { try manifest.extraFileSources() }
-        let s = try share(plan)
+        let s = try share(plan, layout: layout)
         let t1 = monotonicSeconds()
         var stats = RankStats()
         stats.rank = world.rank
-        stats.experts = manifest.ranks[world.rank].experts
+        stats.experts = experts ?? (manifest.ranks.indices.contains(world.rank) ? manifest.ranks[world.rank].experts : ExpertRange(start: 0, end: 0))
         stats.tensors = plan.outputs.count
         let staged = try StagedOutput.prepare(output, force: force, inputs: inputs, world: world,
                                               writers: gather ? .gathered : .everyRankShared)
@@ -214,7 +263,7 @@ extension HFExport {
         stats.bytesRead = exec.bytesRead
         stats.bytesProduced = exec.bytesProduced
         stats.peakRSS = ProcessFacts.peakResidentBytes()
-        var report = JobReport(command: "save-hf", mesh: manifest.mesh, worldSize: world.size)
+        var report = JobReport(command: "save-hf", mesh: mesh.shape, worldSize: world.size)
         report.outputPath = output
         report.phases = [("plan", t1 - t0), ("read+split+write+commit", t2 - t1)]
         report.ranks = try RankStats.gather(stats, over: world)

@@ -7,7 +7,15 @@ import NemoShardEngine
 
 /// A summary of a checkpoint directory (HF or per-rank), as JSON and as text.
 public enum Inspect {
-    public static func run(_ directory: String) throws -> JSON {
+    /// What `nemoshard inspect DIR` prints: the summary of the checkpoint at `directory` as text
+    /// lines, or with `json` as one JSON document (what `--json` prints).
+    public static func summary(of directory: String, json: Bool = false) throws -> String {
+        let j = try run(directory)
+        return json ? j.serialized(indent: 2) : text(j)
+    }
+
+    /// The summary as a JSON value.
+    package static func run(_ directory: String) throws -> JSON {
         if FS.exists(FS.join(directory, Manifest.fileName)) { return try perRank(directory) }
         return try huggingFace(directory)
     }
@@ -42,7 +50,8 @@ public enum Inspect {
     package static func huggingFace(_ directory: String) throws -> JSON {
         let ckpt = try HFCheckpoint.open(directory)
         let layout = try LoadPlanner(checkpoint: ckpt).layout
-        let expertKeys = layout.experts.values.reduce(0) { $0 + $1.values.reduce(0) { $0 + $1.count } }
+        // HF keys, not experts: a stacked transformers tensor is one key holding every expert.
+        let expertKeys = Set(layout.experts.values.flatMap { $0.values.flatMap { $0.values.map(\.name) } }).count
         let moeLayers = layout.experts.keys.sorted().map { JSON.string("\($0.namespace == .mtp ? "mtp " : "")\($0.layer)") }
         var m: [(String, JSON)] = [("kind", .string("huggingface")), ("directory", .string(ckpt.directory))]
         m += blockSummary(ckpt.config)
@@ -57,6 +66,7 @@ public enum Inspect {
             ("dropped_on_load", .int(Int64(layout.dropped.count))),
             ("extra_files", .array(ckpt.extraFiles.map { .string($0) })),
         ]
+        if let q = try quantization(ckpt) { m.append(("quantization", q)) }
         return .object(m)
     }
 
@@ -66,6 +76,7 @@ public enum Inspect {
         var m: [(String, JSON)] = [("kind", .string("per-rank")), ("directory", .string(directory))]
         m += blockSummary(try manifest.nemotronConfig())
         m += [
+            ("rules", .string(manifest.rules.rawValue)),
             ("world_size", .int(Int64(manifest.worldSize))),
             ("mesh", .string(manifest.mesh.description)),
             ("ranks", .array(manifest.ranks.map { r in
@@ -82,10 +93,11 @@ public enum Inspect {
     }
 
     /// Human-readable lines of an inspect result.
-    public static func text(_ j: JSON) -> String {
+    package static func text(_ j: JSON) -> String {
         guard let members = j.objectValue else { return j.serialized() }
         return members.map { k, v -> String in
             switch v {
+            case .object where k == "quantization": return quantizationText(v)
             case let .string(s): return "\(k): \(s)"
             case let .int(i): return k.contains("bytes") ? "\(k): \(formatBytes(Int(i))) (\(i))" : "\(k): \(i)"
             case let .object(o) where k.contains("bytes"):

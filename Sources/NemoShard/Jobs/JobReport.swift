@@ -7,14 +7,19 @@ import NemoShardEngine
 
 /// One rank's counters, gathered to rank 0 for the summary.
 public struct RankStats: Sendable, Codable {
-    public var rank = 0
-    public var experts = ExpertRange(start: 0, end: 0)
-    public var tensors = 0
-    public var bytesRead = 0
-    public var bytesProduced = 0
-    public var bytesWritten = 0
-    public var files = 0
-    public var peakRSS = 0
+    public package(set) var rank = 0
+    /// The routed experts the rank held (empty for jobs without experts).
+    public package(set) var experts = ExpertRange(start: 0, end: 0)
+    /// Tensors the rank produced.
+    public package(set) var tensors = 0
+    /// Bytes read from the inputs, bytes of the tensors produced, bytes written to files.
+    public package(set) var bytesRead = 0
+    public package(set) var bytesProduced = 0
+    public package(set) var bytesWritten = 0
+    /// Files the rank wrote.
+    public package(set) var files = 0
+    /// The process's peak resident memory (VmHWM), bytes.
+    public package(set) var peakRSS = 0
 
     package init() {}
 
@@ -26,27 +31,32 @@ public struct RankStats: Sendable, Codable {
 
 /// What a job did: mesh, per-rank bytes, phase times. Printed by rank 0 as text or JSON.
 public struct JobReport: Sendable {
-    public var command: String
-    public var mesh: MeshShape?
-    public var worldSize: Int
-    public var phases: [(String, Double)] = []
-    public var ranks: [RankStats] = []
-    public var outputPath: String?
-    public var notes: [(String, JSON)] = []
+    /// What ran (`load`, `save-hf --gather`, `reshard ep=4 -> ep=2`, ...).
+    public package(set) var command: String
+    /// The mesh the job ran on (nil for jobs without one).
+    public package(set) var mesh: MeshShape?
+    public package(set) var worldSize: Int
+    /// (phase, seconds) in order.
+    public package(set) var phases: [(String, Double)] = []
+    /// Every rank's counters, in rank order (the same on every rank).
+    public package(set) var ranks: [RankStats] = []
+    /// The output directory, for jobs that write one.
+    public package(set) var outputPath: String?
+    package var notes: [(String, JSON)] = []
 
-    public init(command: String, mesh: MeshShape?, worldSize: Int) {
+    package init(command: String, mesh: MeshShape?, worldSize: Int) {
         self.command = command
         self.mesh = mesh
         self.worldSize = worldSize
     }
 
-    public var totalSeconds: Double { phases.reduce(0) { $0 + $1.1 } }
-    public var totalRead: Int { ranks.reduce(0) { $0 + $1.bytesRead } }
+    package var totalSeconds: Double { phases.reduce(0) { $0 + $1.1 } }
+    package var totalRead: Int { ranks.reduce(0) { $0 + $1.bytesRead } }
 
     /// Bytes read per second over the whole job.
     public var gigabytesPerSecond: Double { totalSeconds > 0 ? Double(totalRead) / totalSeconds / 1e9 : 0 }
 
-    public func json() -> JSON {
+    package func json() -> JSON {
         var m: [(String, JSON)] = [("command", .string(command)), ("world_size", .int(Int64(worldSize)))]
         if let mesh { m.append(("mesh", .string(mesh.description))) }
         if let outputPath { m.append(("output", .string(outputPath))) }
@@ -65,7 +75,7 @@ public struct JobReport: Sendable {
         return .object(m)
     }
 
-    public func text() -> String {
+    package func text() -> String {
         var lines: [String] = []
         let meshText = mesh?.description ?? "-"
         lines.append("nemoshard \(command): \(worldSize) rank\(worldSize == 1 ? "" : "s"), mesh \(meshText)"
@@ -87,10 +97,10 @@ public struct JobReport: Sendable {
 }
 
 /// `s` padded with spaces to `n` characters (text tables).
-public func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
+package func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
 
 /// `x` with two decimals.
-public func format2(_ x: Double) -> String {
+package func format2(_ x: Double) -> String {
     let v = (x * 100).rounded() / 100
     let whole = Int(v)
     let frac = Int(((v - Double(whole)) * 100).rounded())
@@ -98,7 +108,7 @@ public func format2(_ x: Double) -> String {
 }
 
 /// 1.23 GB, 45.6 MB, 789 B.
-public func formatBytes(_ n: Int) -> String {
+package func formatBytes(_ n: Int) -> String {
     let units = [(1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")]
     for (scale, unit) in units where Double(n) >= scale { return "\(format2(Double(n) / scale)) \(unit)" }
     return "\(n) B"

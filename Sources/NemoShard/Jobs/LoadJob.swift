@@ -13,12 +13,22 @@ public enum LoadJob {
         public var source: String
         /// Per-rank checkpoint directory; nil keeps the state in memory.
         public var output: String?
-        /// nil: a 1-D `ep` mesh over the whole world.
+        /// The mesh `run(_:world:)` lays over the world; nil: a 1-D `ep` mesh over the whole world.
+        /// (`run(_:mesh:)` takes a `DeviceMesh` instead: this must then be nil or its shape.)
         public var mesh: MeshShape?
-        public var dtype: DType = .bf16
+        /// dtype of the grouped experts; nil: the rules' default (nemo-0.7: the config's `dtype`,
+        /// bf16 when absent; seed: bf16).
+        public var dtype: DType?
+        /// The key rules (`Rules`): NeMo AutoModel 0.7.0's by default, or the seed rules. The
+        /// manifest records them; save-hf, to-hf and reshard follow it.
+        public var rules = Rules.default
+        /// dtype ModelOpt-quantized weights (FP8, NVFP4) are dequantized into (bf16 or f32; grouped
+        /// experts get `dtype`); nil refuses a quantized checkpoint. The loaded state is a plain
+        /// checkpoint: no scale tensors, and its config without the ModelOpt `quantization_config`.
+        public var dequantize: DType?
         public var force = false
         public var threads = 1
-        public var chunkBytes = PlanExecutor.defaultChunkBytes
+        package var chunkBytes = PlanExecutor.defaultChunkBytes
         /// In-memory loads: non-expert tensors become private copy-on-write mappings of their byte
         /// ranges in the source files (as safetensors' own loader does) instead of fresh copies.
         public var mapNonExpertTensors = true
@@ -46,10 +56,24 @@ public enum LoadJob {
         public var stateDict: [String: Tensor] { Dictionary(tensors, uniquingKeysWith: { a, _ in a }) }
     }
 
-    /// Runs the load on every rank of `world`. Every rank gets the same error if any fails.
+    /// Runs the load on every rank of `world`, over a mesh of `o.mesh` (or a 1-D `ep` mesh).
+    /// Collective; every rank gets the same error if any fails.
     public static func run(_ o: Options, world: Collective) throws -> Result {
         let t0 = monotonicSeconds()
-        let mesh = try DeviceMesh.resolve(o.mesh, world: world)
+        return try run(o, mesh: try DeviceMesh.resolve(o.mesh, world: world), started: t0)
+    }
+
+    /// Runs the load over the caller's `mesh`, on every rank of `mesh.world`: the mesh decides
+    /// which experts each rank reads, and the result keeps it (`ToHFJob` writes back over it).
+    /// `o.mesh` must be nil or `mesh.shape`. Collective; every rank gets the same error if any fails.
+    public static func run(_ o: Options, mesh: DeviceMesh) throws -> Result {
+        let t0 = monotonicSeconds()
+        try mesh.require(o.mesh, else: "the options ask for mesh \(o.mesh.map(\.description) ?? "-") but the job was given a DeviceMesh of \(mesh.shape)")
+        return try run(o, mesh: mesh, started: t0)
+    }
+
+    private static func run(_ o: Options, mesh: DeviceMesh, started t0: Double) throws -> Result {
+        let world = mesh.world
         let shape = mesh.shape
         // Plan: rank 0 reads every header once and broadcasts.
         let checkpoint = try HFCheckpoint.openShared(o.source, world: world)
@@ -57,14 +81,14 @@ public enum LoadJob {
         let range = mesh.expertRange(experts: nExperts)
         let epRank = mesh.expertParallelRank
         let (plan, manifest) = try world.agree { () -> (TransferPlan, Manifest) in
-            let planner = try LoadPlanner(checkpoint: checkpoint, expertDType: o.dtype)
+            let planner = try LoadPlanner(checkpoint: checkpoint, expertDType: o.dtype, dequantize: o.dequantize, rules: o.rules)
             let (plan, globals) = try planner.plan(range: range, rank: epRank)
             let ranks = Manifest.rankEntries(worldSize: world.size, mesh: shape, experts: nExperts)
             let manifest = Manifest(
                 worldSize: world.size, mesh: shape, nRoutedExperts: nExperts, ranks: ranks,
                 tensors: globals,
-                sourceDirectory: checkpoint.directory, config: checkpoint.config.json, hfPrefix: planner.layout.hfPrefix,
-                hfKeys: checkpoint.tensors.map(\.name), extraFiles: checkpoint.extraFiles)
+                sourceDirectory: checkpoint.directory, config: planner.outputConfig, hfPrefix: planner.layout.hfPrefix,
+                hfKeys: checkpoint.tensors.map(\.name), extraFiles: planner.outputExtraFiles, rules: o.rules)
             return (plan, manifest)
         }
         let t1 = monotonicSeconds()

@@ -13,11 +13,22 @@ public enum VerifyJob {
     public struct Options {
         public var a: String
         public var b: String
-        /// dtype of grouped experts when an HF checkpoint is viewed through `from_hf`.
-        public var dtype: DType = .bf16
+        /// dtype of grouped experts when an HF checkpoint is viewed through `from_hf`; nil: the
+        /// rules' default (as `load` without a dtype produces them).
+        public var dtype: DType?
+        /// The rules an HF checkpoint is viewed through; nil: those of the per-rank checkpoint
+        /// compared with it (its manifest's), else `Rules.default`.
+        public var rules: Rules?
+        /// An HF checkpoint's ModelOpt-quantized weights are viewed dequantized into this dtype, as
+        /// `load` with `LoadJob.Options.dequantize` produces them; nil refuses them.
+        package var dequantize: DType?
         /// Count what the comparison otherwise ignores (keys `from_hf` drops, config.json) as differences.
         public var strict = false
-        public var chunkBytes = PlanExecutor.defaultChunkBytes
+        package var chunkBytes = PlanExecutor.defaultChunkBytes
+        /// Called on each rank that sets it with (bytes done, total) over ALL ranks, as
+        /// `LoadJob.Options.progress` is: this rank's fraction of its own share of both sides
+        /// scaled to the total (an estimate), one call at a time; the last call is (total, total).
+        public var progress: (@Sendable (Int, Int) -> Void)?
         public init(a: String, b: String) {
             self.a = a
             self.b = b
@@ -29,8 +40,8 @@ public enum VerifyJob {
         public let name: String
         public let dtype: DType
         public let shape: [Int]
-        public let grouped: Bool
-        public var slices: [UInt32]
+        package let grouped: Bool
+        package var slices: [UInt32]
 
         /// One checksum for the whole tensor (CRC-32C of the slice CRCs, little-endian).
         public var checksum: UInt32 {
@@ -51,7 +62,7 @@ public enum VerifyJob {
         public let report: JobReport
         public var equal: Bool { differences.isEmpty }
 
-        public func json() -> JSON {
+        package func json() -> JSON {
             func sums(_ list: [TensorSum]) -> JSON {
                 .object(list.map { ($0.name, .string(hex($0.checksum))) })
             }
@@ -72,6 +83,8 @@ public enum VerifyJob {
         package let config: JSON
         /// The per-rank checkpoint behind a per-rank view (its files may be spread over nodes).
         package var sharded: ShardedCheckpoint?
+        /// The rules the view follows (a per-rank checkpoint's: its manifest's).
+        package var rules = Rules.default
     }
 
     /// The HF keys of `keys` that `adapter` drops, with the reason.
@@ -81,53 +94,76 @@ public enum VerifyJob {
         return out
     }
 
-    package static func view(_ path: String, dtype: DType, world: Collective) throws -> View {
-        if FS.exists(FS.join(path, Manifest.fileName)) {
+    package static func view(_ path: String, dtype: DType?, dequantize: DType? = nil, rules: Rules? = nil, world: Collective) throws -> View {
+        if isPerRank(path) {
             let s = try ShardedCheckpoint.openShared(path, world: world)
             let all = ExpertRange(start: 0, end: s.manifest.nRoutedExperts)
             let plan = try ReshardPlanner(source: s).plan(range: all)
             let sharded = Set(s.manifest.tensors.filter(\.expertSharded).map(\.name))
-            let adapter = NemotronV3Adapter(config: try s.manifest.nemotronConfig())
+            let adapter = try s.manifest.adapter()
             return View(plan: plan, grouped: plan.outputs.map { sharded.contains($0.name) },
-                        dropped: droppedKeys(s.manifest.hfKeys, adapter), config: s.manifest.config, sharded: s)
+                        dropped: droppedKeys(s.manifest.hfKeys, adapter), config: s.manifest.config, sharded: s, rules: s.manifest.rules)
         }
+        let rules = rules ?? .default
         let c = try HFCheckpoint.openShared(path, world: world)
         let (planner, plan, globals) = try world.agree { () -> (LoadPlanner, TransferPlan, [LoadPlanner.GlobalTensor]) in
-            let planner = try LoadPlanner(checkpoint: c, expertDType: dtype)
+            let planner = try LoadPlanner(checkpoint: c, expertDType: dtype, dequantize: dequantize, rules: rules)
             let (plan, globals) = try planner.plan(range: ExpertRange(start: 0, end: c.config.nRoutedExperts ?? 0), rank: nil)
             return (planner, plan, globals)
         }
         let grouped = Set(globals.filter(\.expertSharded).map(\.name))
         let dropped = Dictionary(planner.layout.dropped.map { ($0.key, $0.reason.description) }, uniquingKeysWith: { a, _ in a })
-        return View(plan: plan, grouped: plan.outputs.map { grouped.contains($0.name) }, dropped: dropped, config: c.config.json)
+        return View(plan: plan, grouped: plan.outputs.map { grouped.contains($0.name) }, dropped: dropped, config: planner.outputConfig,
+                    rules: rules)
+    }
+
+    /// Whether `path` is a per-rank checkpoint (it holds `nemoshard.json`).
+    package static func isPerRank(_ path: String) -> Bool { FS.exists(FS.join(path, Manifest.fileName)) }
+
+    /// The slices each output of `v` is checksummed in: one per expert of a grouped tensor, else one.
+    package static func sliceCounts(_ v: View) -> [Int] {
+        v.plan.outputs.indices.map { v.grouped[$0] ? v.plan.outputs[$0].shape.first ?? 0 : 1 }
+    }
+
+    /// The rank of `ranks` that checksums slice `s` of the tensor `name`.
+    package static func sliceOwner(_ name: String, _ s: Int, ranks: Int) -> Int { Int((fnv1a(name) &+ UInt64(s)) % UInt64(ranks)) }
+
+    /// Rank `rank`'s share of `v` among `ranks`: the pieces of the slices it owns.
+    package static func share(_ v: View, of rank: Int, ranks: Int) -> TransferPlan {
+        let outs = v.plan.outputs
+        let slices = sliceCounts(v)
+        func owner(_ o: Int, _ s: Int) -> Int { sliceOwner(outs[o].name, s, ranks: ranks) }
+        var share = TransferPlan(files: v.plan.files, fingerprints: v.plan.fingerprints, outputs: outs)
+        for p in v.plan.pieces {
+            let sliceBytes = slices[p.output] > 0 ? outs[p.output].byteCount / slices[p.output] : 0
+            let outBytes = p.transform.outputBytes(sourceBytes: p.source.count)
+            if v.grouped[p.output], p.transform == .copy, sliceBytes > 0, outBytes > sliceBytes {
+                // a run of several experts: one piece per expert
+                share.pieces += p.split(max: sliceBytes).filter { owner(p.output, $0.destOffset / sliceBytes) == rank }
+                continue
+            }
+            let s = sliceBytes > 0 ? p.destOffset / sliceBytes : 0
+            if owner(p.output, s) == rank { share.pieces.append(p) }
+        }
+        return share
     }
 
     /// This rank's share of `view`: slices whose (name, slice) hash falls on it; returns checksums.
-    package static func checksum(_ v: View, world: Collective, chunkBytes: Int, stats: inout RankStats) throws -> [TensorSum] {
+    /// `progress` counts the bytes this rank reads.
+    package static func checksum(_ v: View, world: Collective, chunkBytes: Int, stats: inout RankStats,
+                                 progress: JobProgress? = nil) throws -> [TensorSum] {
         let outs = v.plan.outputs
-        let slices = outs.indices.map { v.grouped[$0] ? outs[$0].shape.first ?? 0 : 1 }
-        func owner(_ o: Int, _ s: Int) -> Int { Int((fnv1a(outs[o].name) &+ UInt64(s)) % UInt64(world.size)) }
-        func share(of rank: Int) -> TransferPlan {
-            var share = TransferPlan(files: v.plan.files, fingerprints: v.plan.fingerprints, outputs: outs)
-            for p in v.plan.pieces {
-                let sliceBytes = slices[p.output] > 0 ? outs[p.output].byteCount / slices[p.output] : 0
-                let outBytes = p.transform.outputBytes(sourceBytes: p.source.count)
-                if v.grouped[p.output], p.transform == .copy, sliceBytes > 0, outBytes > sliceBytes {
-                    // a run of several experts: one piece per expert
-                    share.pieces += p.split(max: sliceBytes).filter { owner(p.output, $0.destOffset / sliceBytes) == rank }
-                    continue
-                }
-                let s = sliceBytes > 0 ? p.destOffset / sliceBytes : 0
-                if owner(p.output, s) == rank { share.pieces.append(p) }
-            }
-            return share
-        }
+        let slices = sliceCounts(v)
+        func owner(_ o: Int, _ s: Int) -> Int { sliceOwner(outs[o].name, s, ranks: world.size) }
+        func share(of rank: Int) -> TransferPlan { VerifyJob.share(v, of: rank, ranks: world.size) }
         let sink = ChecksumSink(outputs: outs, slices: slices)
         let executor = PlanExecutor(chunkBytes: chunkBytes)
         let e = try v.sharded.map { source in
             // Rank files on other nodes' disks are read there and their slices sent here.
-            try RowExchange(source: source, world: world, plans: (0..<world.size).map(share(of:))).run(executor: executor, into: sink)
-        } ?? executor.run(share(of: world.rank), into: sink)
+            try RowExchange(source: source, world: world, plans: (0..<world.size).map(share(of:)))
+                .run(executor: executor, into: sink, progress: progress?.run())
+        } ?? executor.run(share(of: world.rank), into: sink, progress: progress?.run())
+        progress?.add(e.bytesRead)
         stats.bytesRead += e.bytesRead
         // Combine: slice s of output o comes from its owner.
         var mine: [UInt32] = []
@@ -146,15 +182,21 @@ public enum VerifyJob {
 
     public static func run(_ o: Options, world: Collective) throws -> Result {
         let t0 = monotonicSeconds()
-        let va = try view(o.a, dtype: o.dtype, world: world)
-        let vb = try view(o.b, dtype: o.dtype, world: world)
+        // A per-rank side is opened first: an HF side is viewed through its rules.
+        let bFirst = isPerRank(o.b) && !isPerRank(o.a)
+        let first = try view(bFirst ? o.b : o.a, dtype: o.dtype, dequantize: o.dequantize, rules: o.rules, world: world)
+        let second = try view(bFirst ? o.a : o.b, dtype: o.dtype, dequantize: o.dequantize, rules: o.rules ?? first.rules, world: world)
+        let (va, vb) = bFirst ? (second, first) : (first, second)
         let t1 = monotonicSeconds()
         var stats = RankStats()
         stats.rank = world.rank
+        let mine = [va, vb].reduce(0) { $0 + share($1, of: world.rank, ranks: world.size).bytesToRead }
+        let progress = try JobProgress(o.progress, share: mine, world: world)
         let (sa, sb) = try world.agree { () -> ([TensorSum], [TensorSum]) in
-            (try checksum(va, world: world, chunkBytes: o.chunkBytes, stats: &stats),
-             try checksum(vb, world: world, chunkBytes: o.chunkBytes, stats: &stats))
+            (try checksum(va, world: world, chunkBytes: o.chunkBytes, stats: &stats, progress: progress),
+             try checksum(vb, world: world, chunkBytes: o.chunkBytes, stats: &stats, progress: progress))
         }
+        progress.finish()
         let t2 = monotonicSeconds()
         stats.peakRSS = ProcessFacts.peakResidentBytes()
         var report = JobReport(command: "verify", mesh: nil, worldSize: world.size)
@@ -180,7 +222,7 @@ public enum VerifyJob {
     }
 
     /// Differences between two logical views, in name order.
-    public static func compare(_ a: [TensorSum], _ b: [TensorSum]) -> [String] {
+    package static func compare(_ a: [TensorSum], _ b: [TensorSum]) -> [String] {
         let ma = Dictionary(a.map { ($0.name, $0) }, uniquingKeysWith: { x, _ in x })
         let mb = Dictionary(b.map { ($0.name, $0) }, uniquingKeysWith: { x, _ in x })
         var out: [String] = []
@@ -202,7 +244,7 @@ public enum VerifyJob {
 }
 
 /// Eight hex digits (a CRC-32C as printed by `verify`).
-public func hex(_ v: UInt32) -> String {
+package func hex(_ v: UInt32) -> String {
     let s = String(v, radix: 16)
     return String(repeating: "0", count: 8 - s.count) + s
 }

@@ -30,15 +30,16 @@ package struct RowExchange {
     }
 
     /// Runs this rank's plan into `sink`; bytes read for other ranks count as this rank's reads.
-    package func run(executor: PlanExecutor, into sink: TensorSink) throws -> ExecutionStats {
+    /// `progress` gets the cumulative bytes of the part this rank reads itself (the executor's).
+    package func run(executor: PlanExecutor, into sink: TensorSink, progress: (@Sendable (Int) -> Void)? = nil) throws -> ExecutionStats {
         let me = world.rank
         var local = plans[me]
         local.pieces = local.pieces.filter { source.canRead(rank: me, file: $0.source.file) }
         let remote = (0..<world.size).map(remotePieces(of:))
-        guard remote.contains(where: { !$0.isEmpty }) else { return try executor.run(local, into: sink) }
+        guard remote.contains(where: { !$0.isEmpty }) else { return try executor.run(local, into: sink, progress: progress) }
         var stats = ExecutionStats()
         var failure: Error?
-        do { stats = try executor.run(local, into: sink) } catch { failure = error }
+        do { stats = try executor.run(local, into: sink, progress: progress) } catch { failure = error }
         // A rank that failed would never answer: nobody exchanges unless every local part succeeded.
         if try world.allreduce(failure == nil ? 0 : 1, .max) != 0 {
             throw failure ?? PeerFailure("stopped: another rank failed while reading its own rows")

@@ -7,7 +7,7 @@ import NemoShardEngine
 
 extension HFCheckpoint {
     /// Rank 0 reads the index, config and every header; the others receive the result.
-    public static func openShared(_ directory: String, world: Collective) throws -> HFCheckpoint {
+    package static func openShared(_ directory: String, world: Collective) throws -> HFCheckpoint {
         try world.broadcast(try world.agreeOnRoot { try HFCheckpoint.open(directory) })
     }
 }
@@ -18,7 +18,7 @@ extension ShardedCheckpoint {
     /// which opens and checks it; the location tables are shared. So a per-rank checkpoint spread
     /// over node-local disks (each node holding its ranks' files and the manifest) opens, and the
     /// files a rank cannot see are read for it by their reader.
-    public static func openShared(_ directory: String, world: Collective) throws -> ShardedCheckpoint {
+    package static func openShared(_ directory: String, world: Collective) throws -> ShardedCheckpoint {
         let manifest = try world.broadcast(try world.agreeOnRoot { try Manifest.load(directory: directory) })
         let visible = try world.allgather(manifest.ranks.map { FS.exists(FS.join(directory, $0.file)) })
         let n = manifest.worldSize
@@ -46,7 +46,7 @@ extension ShardedCheckpoint {
 
 extension DCPCheckpoint {
     /// Rank 0 reads every header and checks the chunks; the others receive the result.
-    public static func openShared(_ directory: String, world: Collective) throws -> DCPCheckpoint {
+    package static func openShared(_ directory: String, world: Collective) throws -> DCPCheckpoint {
         try world.broadcast(try world.agreeOnRoot { try DCPCheckpoint.open(directory) })
     }
 }

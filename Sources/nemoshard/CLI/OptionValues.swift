@@ -32,6 +32,24 @@ func dtypeOption(_ args: Arguments, _ key: ValueKey) throws -> DType? {
     return d
 }
 
+/// `--dequantize bf16|f32`, if given.
+func dequantizeOption(_ args: Arguments) throws -> DType? {
+    guard let v = args.value(.dequantize) else { return nil }
+    guard let d = DType(cliName: v), d == .bf16 || d == .f32 else {
+        throw UsageError("--dequantize must be bf16 or f32, got \"\(v)\"")
+    }
+    return d
+}
+
+/// `--rules nemo-0.7|seed`, if given.
+func rulesOption(_ args: Arguments) throws -> Rules? {
+    guard let v = args.value(.rules) else { return nil }
+    guard let r = Rules(rawValue: v) else {
+        throw UsageError("--rules must be \(Rules.allCases.map(\.rawValue).joined(separator: " or ")), got \"\(v)\"")
+    }
+    return r
+}
+
 /// `--ep N` or `--mesh SPEC` (not both), if given.
 func meshOption(_ args: Arguments) throws -> MeshShape? {
     if args.given(ValueKey.ep) && args.given(ValueKey.mesh) { throw UsageError("give --ep or --mesh, not both") }
@@ -63,4 +81,11 @@ func excludeOption(_ args: Arguments) throws -> String? {
         throw UsageError("--exclude: \(e)")
     }
     return pattern
+}
+
+/// `--format original|fused`, if given.
+func formatOption(_ args: Arguments) throws -> HFExpertFormat? {
+    guard let v = args.value(.format) else { return nil }
+    guard let f = HFExpertFormat(rawValue: v) else { throw UsageError("--format must be original or fused, got \"\(v)\"") }
+    return f
 }

@@ -52,6 +52,10 @@ extension FlagKey {
         and config.json fields that differ (listed as "ignored" otherwise)
         """)
     static let modelPrefix = FlagKey("--model-prefix", "use 'model.' instead of 'backbone.' as the key prefix")
+    static let keepSourceDTypes = FlagKey("--keep-source-dtypes", """
+        write every tensor in its source checkpoint's dtype, nothing forced to F32 (a
+        BF16 source then comes back byte for byte under the nemo-0.7 rules too)
+        """)
     static let embedTokens = FlagKey("--embed-tokens", "name the embedding 'embed_tokens' instead of 'embeddings'")
 }
 
@@ -59,10 +63,25 @@ extension FlagKey {
 extension ValueKey {
     static let out = ValueKey("--out", "DIR", "output directory (required)")
     static let toHF = ValueKey("--to-hf", "DIR", "write a Hugging Face checkpoint to DIR")
-    static let dtype = ValueKey("--dtype", "D", "dtype of the grouped experts: bf16 (default), f16, f32")
+    static let dtype = ValueKey("--dtype", "D", """
+        dtype of the grouped experts: bf16, f16, f32 (default: the config's dtype
+        under the nemo-0.7 rules, bf16 when it names none; bf16 under seed)
+        """)
+    static let rules = ValueKey("--rules", "R", """
+        key rules: nemo-0.7 (default; NeMo AutoModel 0.7.0's adapter) or seed (the
+        older documented rules: stored dtypes and names kept); see README "Which reference"
+        """)
+    static let dequantize = ValueKey("--dequantize", "D", """
+        bf16 or f32: dequantize ModelOpt FP8 / NVFP4 weights (computed in f32, rounded
+        once); scale tensors and quantization_config are not kept; experts default to D
+        """)
     static let threads = ValueKey("--threads", "N", "threads per rank (default: cores / ranks on this node)")
     static let maxShardSize = ValueKey("--max-shard-size", "S", "largest output file (default 5GB, as save_pretrained)")
     static let exclude = ValueKey("--exclude", "REGEX", "drop HF keys matching at their start (Python re.match)")
+    static let format = ValueKey("--format", "F", """
+        expert layout: original (default: one key per expert, as the source) or fused
+        (transformers 5's own: model.layers.L.mixer.experts.up_proj [n, inter, in])
+        """)
     static let ep = ValueKey("--ep", "N", "1-D expert-parallel mesh of N ranks (default: the whole world)")
     static let mesh = ValueKey("--mesh", "SPEC", "named mesh, row-major, e.g. dp=2,ep=4 (product = number of ranks)")
     static let preset = ValueKey("--preset", "tiny|nano", "tiny: every block type in a few dozen KB (default); nano: Nemotron 3 Nano shapes")
@@ -73,6 +92,10 @@ extension ValueKey {
     static let expertDType = ValueKey("--expert-dtype", "D", "bf16 (default) or f32 expert weights")
     static let seed = ValueKey("--seed", "S", "value seed (default 0)")
     static let vocab = ValueKey("--vocab", "N", "vocabulary size (nano: 131072)")
+    static let extraTensors = ValueKey("--extra-tensors", "N", """
+        add N small non-expert tensors (16 BF16 values each) spread over the layers,
+        layers.L.mixer.extra_norms.K.weight (for measuring planning at scale)
+        """)
     static let bytes = ValueKey("--bytes", "S", "size of one transfer (default 256MiB; chunked like every transfer nemoshard makes)")
     static let rounds = ValueKey("--rounds", "N", "transfers timed; the median is reported (default 5)")
 }

@@ -20,8 +20,7 @@ enum InspectCommand: Command {
     }
 
     static func run(_ r: Request, world: any Collective) throws -> Int32 {
-        let j = try Inspect.run(r.directory)
-        print(r.json ? j.serialized(indent: 2) : Inspect.text(j))
+        print(try Inspect.summary(of: r.directory, json: r.json))
         return 0
     }
 }

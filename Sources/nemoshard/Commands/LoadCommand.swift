@@ -6,7 +6,7 @@ import NemoShardMPI
 /// checkpoint (`--out`), an HF checkpoint straight from memory (`--to-hf`), or nothing.
 enum LoadCommand: Command {
     static let name = "load"
-    static let usage = "mpirun -n N nemoshard load HF_DIR [--out DIR | --to-hf DIR [--gather] [--max-shard-size 5GB] [--exclude REGEX]] [--ep N | --mesh dp=2,ep=4] [--dtype bf16|f16|f32] [--threads N] [--copy-non-expert] [--progress] [--force] [--json]"
+    static let usage = "mpirun -n N nemoshard load HF_DIR [--out DIR | --to-hf DIR [--gather] [--max-shard-size 5GB] [--exclude REGEX] [--format original|fused] [--keep-source-dtypes]] [--ep N | --mesh dp=2,ep=4] [--rules nemo-0.7|seed] [--dtype bf16|f16|f32] [--dequantize bf16|f32] [--threads N] [--copy-non-expert] [--progress] [--force] [--json]"
     static let summary = "each rank reads only its own experts and builds its internal state dict"
     static let positionals = ["HF_DIR"]
     static let runsUnderMPI = true
@@ -19,9 +19,13 @@ enum LoadCommand: Command {
         .flag(.gather, help: "with --to-hf: as for save-hf --gather"),
         .value(.maxShardSize, help: "with --to-hf: as for save-hf"),
         .value(.exclude, help: "with --to-hf: as for save-hf"),
+        .value(.format, help: "with --to-hf: as for save-hf (original or fused)"),
+        .flag(.keepSourceDTypes, help: "with --to-hf: as for save-hf"),
         .value(.ep),
         .value(.mesh),
+        .value(.rules),
         .value(.dtype),
+        .value(.dequantize),
         .value(.threads),
         .flag(.copyNonExpert),
         .flag(.progress),
@@ -39,19 +43,22 @@ enum LoadCommand: Command {
 
     static func validate(_ args: Arguments) throws -> Request {
         let mesh = try meshOption(args)
-        let dtype = try dtypeOption(args, .dtype) ?? .bf16
+        let dequantize = try dequantizeOption(args)
+        let dtype = try dtypeOption(args, .dtype) ?? dequantize
         let threads = try threadsOption(args)
         var o = LoadJob.Options(source: args.positionals[0])
         o.output = args.value(.out)
         o.mesh = mesh
         o.dtype = dtype
+        o.rules = try rulesOption(args) ?? o.rules
+        o.dequantize = dequantize
         o.force = args.has(.force)
         o.threads = threads
         o.mapNonExpertTensors = !args.has(.copyNonExpert)
         var r = Request(load: o, toHF: nil, progress: args.has(.progress), json: args.has(.json))
         guard let hfOut = args.value(.toHF) else {
-            if args.firstGiven([FlagKey.gather, ValueKey.maxShardSize, ValueKey.exclude]) != nil {
-                throw UsageError("--gather, --max-shard-size and --exclude go with --to-hf")
+            if args.firstGiven([FlagKey.gather, ValueKey.maxShardSize, ValueKey.exclude, ValueKey.format, FlagKey.keepSourceDTypes]) != nil {
+                throw UsageError("--gather, --max-shard-size, --exclude, --format and --keep-source-dtypes go with --to-hf")
             }
             return r
         }
@@ -60,6 +67,8 @@ enum LoadCommand: Command {
         h.gather = args.has(.gather)
         h.maxShardBytes = try sizeOption(args, .maxShardSize) ?? h.maxShardBytes
         h.exclude = try excludeOption(args)
+        h.format = try formatOption(args) ?? h.format
+        h.keepSourceDTypes = args.has(.keepSourceDTypes)
         h.force = o.force
         h.threads = threads
         r.toHF = h

@@ -5,7 +5,7 @@ import NemoShardMPI
 /// `reshard SHARDED_DIR --out DIR`: a per-rank checkpoint moved to another expert-parallel size.
 enum ReshardCommand: Command {
     static let name = "reshard"
-    static let usage = "mpirun -n M nemoshard reshard SHARDED_DIR --out DIR [--ep M | --mesh ...] [--threads N] [--force] [--json]"
+    static let usage = "mpirun -n M nemoshard reshard SHARDED_DIR --out DIR [--ep M | --mesh ...] [--threads N] [--progress] [--force] [--json]"
     static let summary = "move a per-rank checkpoint to another expert-parallel size"
     static let positionals = ["SHARDED_DIR"]
     static let runsUnderMPI = true
@@ -14,6 +14,7 @@ enum ReshardCommand: Command {
         .value(.ep, as: "M", help: "1-D expert-parallel mesh (default: the whole world)"),
         .value(.mesh, help: "named mesh, e.g. dp=2,ep=2"),
         .value(.threads),
+        .flag(.progress),
         .flag(.force, help: "replace an existing DIR"),
         .flag(.json),
     ]
@@ -21,6 +22,7 @@ enum ReshardCommand: Command {
     struct Request {
         var job: ReshardJob.Options
         var json: Bool
+        var progress = false
     }
 
     static func validate(_ args: Arguments) throws -> Request {
@@ -30,11 +32,13 @@ enum ReshardCommand: Command {
         o.mesh = mesh
         o.force = args.has(.force)
         o.threads = try threadsOption(args)
-        return Request(job: o, json: args.has(.json))
+        return Request(job: o, json: args.has(.json), progress: args.has(.progress))
     }
 
     static func run(_ r: Request, world: any Collective) throws -> Int32 {
-        emit(try ReshardJob.run(r.job, world: world).1, json: r.json, world: world)
+        var job = r.job
+        job.progress = progressLine("reshard", world: world, forced: r.progress)
+        emit(try ReshardJob.run(job, world: world).1, json: r.json, world: world)
         return 0
     }
 }

@@ -5,9 +5,12 @@ import NemoShardMPI
 /// `save-hf SHARDED_DIR OUT_DIR`: every rank writes its share of an HF checkpoint from a per-rank one.
 enum SaveHFCommand: Command {
     static let name = "save-hf"
-    static let usage = "mpirun -n W nemoshard save-hf SHARDED_DIR OUT_DIR [--gather] [--max-shard-size 5GB] [--exclude REGEX] [--threads N] [--force] [--json]"
+    static let usage = "mpirun -n W nemoshard save-hf SHARDED_DIR OUT_DIR [--gather] [--max-shard-size 5GB] [--exclude REGEX] [--format original|fused] [--keep-source-dtypes] [--threads N] [--progress] [--force] [--json]"
     static let summary = "split grouped experts back and write a Hugging Face checkpoint from every rank"
-    static let details = "W must equal the world size the per-rank checkpoint was written with."
+    static let details = """
+        W may be any number of ranks: the files are the same as with the world size that wrote the checkpoint
+        (each shard is read from its old rank file by a rank that can see it).
+        """
     static let positionals = ["SHARDED_DIR", "OUT_DIR"]
     static let runsUnderMPI = true
     static let options: [OptionSpec] = [
@@ -17,7 +20,10 @@ enum SaveHFCommand: Command {
             drop HF keys matching at their start (Python re.match; '' matches every key);
             a pattern that drops every tensor is an error
             """),
+        .value(.format),
+        .flag(.keepSourceDTypes),
         .value(.threads),
+        .flag(.progress),
         .flag(.force, help: "replace an existing OUT_DIR"),
         .flag(.json),
     ]
@@ -25,6 +31,7 @@ enum SaveHFCommand: Command {
     struct Request {
         var job: SaveHFJob.Options
         var json: Bool
+        var progress = false
     }
 
     static func validate(_ args: Arguments) throws -> Request {
@@ -32,13 +39,17 @@ enum SaveHFCommand: Command {
         o.gather = args.has(.gather)
         o.maxShardBytes = try sizeOption(args, .maxShardSize) ?? o.maxShardBytes
         o.exclude = try excludeOption(args)
+        o.format = try formatOption(args) ?? o.format
+        o.keepSourceDTypes = args.has(.keepSourceDTypes)
         o.force = args.has(.force)
         o.threads = try threadsOption(args)
-        return Request(job: o, json: args.has(.json))
+        return Request(job: o, json: args.has(.json), progress: args.has(.progress))
     }
 
     static func run(_ r: Request, world: any Collective) throws -> Int32 {
-        emit(try SaveHFJob.run(r.job, world: world), json: r.json, world: world)
+        var job = r.job
+        job.progress = progressLine("save-hf", world: world, forced: r.progress)
+        emit(try SaveHFJob.run(job, world: world), json: r.json, world: world)
         return 0
     }
 }

@@ -6,13 +6,13 @@ import NemoShardTools
 /// `synth OUT`: a deterministic synthetic Nemotron-H checkpoint in the Hugging Face layout.
 enum SynthCommand: Command {
     static let name = "synth"
-    static let usage = "nemoshard synth OUT [--preset tiny|nano] [--pattern P] [--experts N] [--mtp P] [--shards N] [--expert-dtype bf16|f32] [--seed S] [--vocab N] [--model-prefix] [--embed-tokens] [--force]"
+    static let usage = "nemoshard synth OUT [--preset tiny|nano] [--pattern P] [--experts N] [--mtp P] [--shards N] [--expert-dtype bf16|f32] [--seed S] [--vocab N] [--model-prefix] [--embed-tokens] [--extra-tensors N] [--force]"
     static let summary = "write a deterministic synthetic Nemotron-H checkpoint in the HF layout"
     static let positionals = ["OUT"]
     static let runsUnderMPI = false
     static let options: [OptionSpec] = [
         .value(.preset), .value(.pattern), .value(.experts), .value(.mtp), .value(.shards), .value(.expertDType),
-        .value(.seed), .value(.vocab), .flag(.modelPrefix), .flag(.embedTokens),
+        .value(.seed), .value(.vocab), .flag(.modelPrefix), .flag(.embedTokens), .value(.extraTensors),
         .flag(.force, help: "replace an existing OUT"),
     ]
 
@@ -41,6 +41,10 @@ enum SynthCommand: Command {
         o.expertDType = try dtypeOption(args, .expertDType) ?? .bf16
         o.modelPrefix = args.has(.modelPrefix)
         o.embedTokensName = args.has(.embedTokens)
+        o.extraTensors = try args.int(.extraTensors, default: 0)
+        guard (0...SyntheticCheckpoint.maxExtraTensors).contains(o.extraTensors) else {
+            throw UsageError("--extra-tensors must be between 0 and \(SyntheticCheckpoint.maxExtraTensors)")
+        }
         return Request(options: o, output: args.positionals[0], force: args.has(.force))
     }
 
