@@ -73,6 +73,22 @@ public struct DCPCheckpoint: Sendable, Codable {
     /// also holds torch's consolidation of the checkpoint (`model.safetensors.index.json`,
     /// `model-IIIII-of-NNNNN.safetensors`), that the tensors agree with it (`checkReference`).
     public static func open(_ path: String) throws -> DCPCheckpoint {
+        let (directory, names) = try shardFiles(in: path)
+        var chunks = ChunkCollector()
+        for name in names { try chunks.add(file: name, in: directory, firstName: names[0]) }
+        let count = chunks.fileCount ?? 1
+        try checkEveryOutputFileHasShards(chunks.models, count: count, directory: directory)
+        let tensors = try globalTensors(chunks, count: count, directory: directory)
+        var checkpoint = DCPCheckpoint(directory: FS.realPath(directory), fileCount: count, tensors: tensors)
+        checkpoint.fingerprints = chunks.fingerprints
+        // torch's consolidation (enable_consolidation=True) sits beside sharded/.
+        let reference = directory != path || FS.baseName(path) != shardsSubdirectory ? path : FS.parent(path)
+        try checkpoint.checkReference(in: reference)
+        return checkpoint
+    }
+
+    /// The directory holding the shard files (`path` or its `sharded/`) and their names, sorted.
+    static func shardFiles(in path: String) throws -> (directory: String, names: [String]) {
         try FS.requireDirectory(path)
         var directory = path
         var names = try FS.list(path).filter { parseFileName($0) != nil }.sorted()
@@ -92,16 +108,22 @@ public struct DCPCheckpoint: Sendable, Codable {
         guard !names.isEmpty else {
             throw CheckpointError(path: path, "no DCP shard files (shard-NNNNN-model-NNNNN-of-NNNNN.safetensors) here or under \(shardsSubdirectory)/")
         }
+        return (directory, names)
+    }
+
+    /// Every shard file's chunks, grouped by tensor, checked for agreeing dtypes, files and ranks.
+    struct ChunkCollector {
         var fileCount: Int?
         var models = Set<Int>()
         var collected: [String: (dtype: DType, fileIndex: Int, chunks: [Chunk])] = [:]
         var order: [String] = []
         var fingerprints: [String: FileFingerprint] = [:]
-        for name in names {
-            guard let parsed = parseFileName(name) else { continue }
+
+        mutating func add(file name: String, in directory: String, firstName: String) throws {
+            guard let parsed = DCPCheckpoint.parseFileName(name) else { return }
             let filePath = FS.join(directory, name)
             if let n = fileCount, n != parsed.of {
-                throw CheckpointError(path: filePath, "names \(parsed.of) output files, but \(names[0]) names \(n)")
+                throw CheckpointError(path: filePath, "names \(parsed.of) output files, but \(firstName) names \(n)")
             }
             fileCount = parsed.of
             models.insert(parsed.model)
@@ -115,39 +137,46 @@ public struct DCPCheckpoint: Sendable, Codable {
                 }
             }
             for t in file.header.tensors {
-                let offsets: [Int]
-                if let info {
-                    guard let o = info[t.name] else {
-                        throw CheckpointError(path: filePath, "tensor \"\(t.name)\" has no entry in metadata \(DCPShardingInfo.metadataKey)")
-                    }
-                    guard o.count == t.shape.count else {
-                        throw CheckpointError(path: filePath, "tensor \"\(t.name)\": \(o.count) offsets \(o) for a \(t.shape.count)-D chunk \(t.shape)")
-                    }
-                    offsets = o
-                } else {
-                    offsets = [Int](repeating: 0, count: t.shape.count)
-                }
+                let offsets = try ChunkCollector.offsets(of: t, info: info, path: filePath)
                 let chunk = Chunk(file: name, offsets: offsets, shape: t.shape, dataOffset: file.fileOffset(of: t), byteCount: t.byteCount)
-                if let seen = collected[t.name] {
-                    let first = seen.chunks[0].file
-                    guard seen.dtype == t.dtype else {
-                        throw CheckpointError(path: filePath, "tensor \"\(t.name)\": dtype \(t.dtype.rawValue), but \(seen.dtype.rawValue) in \(first)")
-                    }
-                    guard seen.fileIndex == parsed.model else {
-                        throw CheckpointError(path: filePath, "tensor \"\(t.name)\" belongs in output file \(parsed.model), but in \(seen.fileIndex) by \(first)")
-                    }
-                    guard seen.chunks[0].shape.count == t.shape.count else {
-                        throw CheckpointError(path: filePath, "tensor \"\(t.name)\": a \(t.shape.count)-D chunk, but \(seen.chunks[0].shape.count)-D in \(first)")
-                    }
-                    collected[t.name]?.chunks.append(chunk)
-                } else {
-                    collected[t.name] = (t.dtype, parsed.model, [chunk])
-                    order.append(t.name)
-                }
+                try add(chunk, of: t, model: parsed.model, path: filePath)
             }
         }
-        let count = fileCount ?? 1
-        // Every output file 1...N must have shard files (the N in the names says how many there are).
+
+        /// Where chunk `t` starts in its global tensor (all zeros without sharding metadata).
+        private static func offsets(of t: TensorInfo, info: [String: [Int]]?, path: String) throws -> [Int] {
+            guard let info else { return [Int](repeating: 0, count: t.shape.count) }
+            guard let o = info[t.name] else {
+                throw CheckpointError(path: path, "tensor \"\(t.name)\" has no entry in metadata \(DCPShardingInfo.metadataKey)")
+            }
+            guard o.count == t.shape.count else {
+                throw CheckpointError(path: path, "tensor \"\(t.name)\": \(o.count) offsets \(o) for a \(t.shape.count)-D chunk \(t.shape)")
+            }
+            return o
+        }
+
+        private mutating func add(_ chunk: Chunk, of t: TensorInfo, model: Int, path: String) throws {
+            guard let seen = collected[t.name] else {
+                collected[t.name] = (t.dtype, model, [chunk])
+                order.append(t.name)
+                return
+            }
+            let first = seen.chunks[0].file
+            guard seen.dtype == t.dtype else {
+                throw CheckpointError(path: path, "tensor \"\(t.name)\": dtype \(t.dtype.rawValue), but \(seen.dtype.rawValue) in \(first)")
+            }
+            guard seen.fileIndex == model else {
+                throw CheckpointError(path: path, "tensor \"\(t.name)\" belongs in output file \(model), but in \(seen.fileIndex) by \(first)")
+            }
+            guard seen.chunks[0].shape.count == t.shape.count else {
+                throw CheckpointError(path: path, "tensor \"\(t.name)\": a \(t.shape.count)-D chunk, but \(seen.chunks[0].shape.count)-D in \(first)")
+            }
+            collected[t.name]?.chunks.append(chunk)
+        }
+    }
+
+    /// Every output file 1...N must have shard files (the N in the names says how many there are).
+    static func checkEveryOutputFileHasShards(_ models: Set<Int>, count: Int, directory: String) throws {
         var expected = 1
         for m in models.sorted() {
             guard m == expected else { break }
@@ -157,10 +186,14 @@ public struct DCPCheckpoint: Sendable, Codable {
             let missing = outputFileName(expected, of: count).dropLast(".safetensors".count)
             throw CheckpointError(path: directory, "no shard file of \(missing) (shard-NNNNN-\(missing).safetensors): the checkpoint is incomplete")
         }
+    }
+
+    /// The global tensors the chunks tile (each checked), ordered by output file, then name.
+    static func globalTensors(_ chunks: ChunkCollector, count: Int, directory: String) throws -> [GlobalTensor] {
         var tensors: [GlobalTensor] = []
         var total = 0
-        for name in order {
-            guard let c = collected[name] else { continue }
+        for name in chunks.order {
+            guard let c = chunks.collected[name] else { continue }
             let shape = try ChunkTiling.globalShape(of: c.chunks, dtype: c.dtype, tensor: name, directory: directory)
             try ChunkTiling.checkTiling(c.chunks, globalShape: shape, tensor: name, directory: directory)
             let t = GlobalTensor(name: name, dtype: c.dtype, shape: shape, fileIndex: c.fileIndex, chunks: c.chunks)
@@ -173,17 +206,12 @@ public struct DCPCheckpoint: Sendable, Codable {
             tensors.append(t)
         }
         let holding = Set(tensors.map(\.fileIndex))
-        if let empty = (1...count).first(where: { !holding.contains($0) }) {
+        if let empty = (1...max(count, 1)).first(where: { !holding.contains($0) }) {
             let model = outputFileName(empty, of: count).dropLast(".safetensors".count)
             throw CheckpointError(path: directory, "the shard files of \(model) hold no tensor: the checkpoint is incomplete")
         }
         tensors.sort { ($0.fileIndex, $0.name) < ($1.fileIndex, $1.name) }
-        var checkpoint = DCPCheckpoint(directory: FS.realPath(directory), fileCount: count, tensors: tensors)
-        checkpoint.fingerprints = fingerprints
-        // torch's consolidation (enable_consolidation=True) sits beside sharded/.
-        let reference = directory != path || FS.baseName(path) != shardsSubdirectory ? path : FS.parent(path)
-        try checkpoint.checkReference(in: reference)
-        return checkpoint
+        return tensors
     }
 
     /// Checks the tensors against torch's consolidation of this checkpoint where `reference` holds

@@ -48,6 +48,14 @@ final class TwoNodeTests: XCTestCase {
         return CLI.Output(code: r.code, stdout: r.out, stderr: r.err)
     }
 
+    /// `onNodes` that must succeed: exit code 0, else its stderr in the failure.
+    @discardableResult
+    func onNodesOK(_ ranks: Int, _ args: [String], file: StaticString = #filePath, line: UInt = #line) throws -> CLI.Output {
+        let r = try onNodes(ranks, args)
+        XCTAssertEqual(r.code, 0, "nemoshard \(args.joined(separator: " ")) on \(ranks) ranks over two nodes:\n\(r.stderr)", file: file, line: line)
+        return r
+    }
+
     /// A fresh directory name on the node-local disk, removed from both disks afterwards.
     func localName(_ n: Nodes) -> String {
         let name = "t-" + UUID().uuidString.prefix(8)
@@ -85,7 +93,7 @@ final class TwoNodeTests: XCTestCase {
         let hf = try synthCLI(["--experts", "10", "--mtp", "*E", "--shards", "3"])
         let dir = temporaryDirectory(self)
         let name = localName(n)
-        XCTAssertEqual(try onNodes(4, ["load", hf, "--out", n.local + "/" + name]).code, 0)
+        try onNodesOK(4, ["load", hf, "--out", n.local + "/" + name])
         // --gather from node-local rank files to shared storage: every rank reads its own file and,
         // seeing rank 0's staging directory, writes its own shards.
         let gathered = try onNodes(4, ["save-hf", n.local + "/" + name, dir + "/gathered", "--gather", "--max-shard-size", "30kB", "--json"])
@@ -110,8 +118,8 @@ final class TwoNodeTests: XCTestCase {
         XCTAssertTrue(parallel.errorLines.first?.contains("use --gather") ?? false, parallel.stderr)
         for d in [n.disk0, n.disk1] { XCTAssertFalse(try FS.list(d).contains { $0.contains(out + "-p") }, "nothing left on \(d)") }
         // Both modes on shared storage, from a per-rank checkpoint written across the nodes.
-        XCTAssertEqual(try onNodes(4, ["load", hf, "--out", dir + "/sharded"]).code, 0)
-        XCTAssertEqual(try onNodes(4, ["save-hf", dir + "/sharded", dir + "/parallel"]).code, 0)
+        try onNodesOK(4, ["load", hf, "--out", dir + "/sharded"])
+        try onNodesOK(4, ["save-hf", dir + "/sharded", dir + "/parallel"])
         try assertVerified(hf, dir + "/parallel", strict: true)
     }
 
@@ -120,7 +128,7 @@ final class TwoNodeTests: XCTestCase {
         let hf = try synthCLI(["--experts", "10", "--mtp", "*E", "--shards", "3"])
         let dir = temporaryDirectory(self)
         let eight = localName(n), four = localName(n)
-        XCTAssertEqual(try onNodes(8, ["load", hf, "--out", n.local + "/" + eight]).code, 0)
+        try onNodesOK(8, ["load", hf, "--out", n.local + "/" + eight])
         // 4 new ranks, 2 per node: each needs rows of old files on the other node's disk.
         let re = try onNodes(4, ["reshard", n.local + "/" + eight, "--out", n.local + "/" + four, "--json"])
         XCTAssertEqual(re.code, 0, re.stderr)
@@ -136,8 +144,8 @@ final class TwoNodeTests: XCTestCase {
         let oneNode = try ok(["reshard", dir + "/fresh", "--out", dir + "/again", "--json"], ranks: 4)
         XCTAssertEqual(re.json?["bytes_read"], oneNode.json?["bytes_read"])
         // verify reads slices across the nodes the same way, and sees a byte changed on node1.
-        XCTAssertEqual(try onNodes(4, ["verify", hf, n.local + "/" + eight, "--strict"]).code, 0)
-        XCTAssertEqual(try onNodes(8, ["verify", n.local + "/" + four, n.local + "/" + eight]).code, 0)
+        try onNodesOK(4, ["verify", hf, n.local + "/" + eight, "--strict"])
+        try onNodesOK(8, ["verify", n.local + "/" + four, n.local + "/" + eight])
         let victim = n.disk1 + "/" + eight + "/" + Manifest.rankFileName(7, of: 8)
         var bytes = try readWholeFile(victim)
         bytes[bytes.count - 1] ^= 0x01
