@@ -29,6 +29,13 @@ func oneLine(_ message: String) -> String {
 /// One error line on rank 0's stderr, then exit with `code` (before MPI starts).
 func fail(_ message: String, code: Int32, then extra: String = "") -> Never {
     if worldRank == 0 { printToStandardError("nemoshard: error: \(oneLine(message))\n\(extra)") }
+    exitGivingRankZeroAHeadStart(code)
+}
+
+/// Exits before MPI started; other ranks wait a moment so rank 0's one error line is out before
+/// the launcher, seeing a rank fail, ends the job.
+func exitGivingRankZeroAHeadStart(_ code: Int32) -> Never {
+    if code != 0 && worldRank != 0 && Launcher.current.isLaunched { usleep(500_000) }
     exit(code)
 }
 
@@ -38,7 +45,7 @@ func refuseSingleProcessCommandUnderLauncher(_ command: any Command.Type, launch
     if launcher.rank == 0 {
         printToStandardError("nemoshard: error: '\(command.name)' runs in one process; start it without mpirun (this job has \(launcher.size) ranks)\n")
     }
-    exit(2)
+    exitGivingRankZeroAHeadStart(2)
 }
 
 /// Prints `message` once (rank 0), lets every rank catch up, and exits with `code`.
