@@ -17,9 +17,11 @@ package struct ExecutionStats: Sendable {
 /// coalesced into batches of at most `chunkBytes` (bytes no piece asked for are never read). Per batch:
 /// - copies into memory: one `pread` straight into the destination tensor;
 /// - copies into a file: `copy_file_range` (in-kernel), falling back to read + `pwrite`;
-/// - transposes and casts: the batch's source range is mapped read-only for the duration of the
-///   batch only (`MAP_POPULATE`, never a whole file) and transformed straight into the destination
-///   (memory) or into a per-thread scratch buffer that is then written.
+/// - plain transposes: read in blocks of source rows and transposed from the worker's buffer
+///   (`RowBlockTranspose`);
+/// - casts, dequantizations and mixed batches: the batch's source range is mapped read-only for
+///   the duration of the batch only (`MAP_POPULATE`, never a whole file) and transformed straight
+///   into the destination (memory) or into a per-thread scratch buffer that is then written.
 /// With `threads > 1` that many workers take batches in turn.
 package final class PlanExecutor: Sendable {
     package let chunkBytes: Int
@@ -138,6 +140,9 @@ package final class PlanExecutor: Sendable {
                 }
             }
             if rest.isEmpty { return }
+        }
+        if b.pieces.allSatisfy({ RowBlockTranspose.shape($0) != nil }) {
+            return try RowBlockTranspose.run(b.pieces, file: file, sink: sink, scratch: scratch)
         }
         try SourceWindow.with(file: file, offset: b.offset, count: b.count, scratch: scratch) { base in
             for p in b.pieces { try apply(p, src: base + (p.source.offset - b.offset), sink: sink, scratch: scratch, files: files) }

@@ -23,6 +23,10 @@ int ns_transpose(const void *src, enum ns_elem src_kind, void *dst, enum ns_elem
 
 /// Plain 2-D transpose of raw elements of 1, 2, 4 or 8 bytes. Returns 0, or -1 for another size.
 int ns_transpose_raw(const void *src, void *dst, size_t rows, size_t cols, size_t elem_size);
+/// Transposes a block of `rows` consecutive rows of a wider matrix: element (r, c) of the dense
+/// rows x cols `src` goes to dst[c * dst_stride + r] (dst_stride: the whole matrix's row count,
+/// dst already offset to the block's first row). 0, or -1 for another size or dst_stride < rows.
+int ns_transpose_rows(const void *src, void *dst, size_t rows, size_t cols, size_t dst_stride, size_t elem_size);
 
 /// CRC-32C (Castagnoli) continued from crc (start with 0).
 uint32_t ns_crc32c(uint32_t crc, const void *data, size_t length);

@@ -57,10 +57,12 @@ func command(named name: String) -> (any Command.Type)? {
     allCommands.first { $0.name == name }
 }
 
-/// Starts MPI if `command` runs under it, then parses, validates and runs it with `argv` (the
-/// arguments after its name); returns the exit code.
+/// Starts MPI if `command` runs under it and a launcher started this process, then parses,
+/// validates and runs it with `argv` (the arguments after its name); returns the exit code.
+/// Without a launcher the world is one process without MPI: OpenMPI would otherwise start a
+/// singleton `orted` (a quarter of a second) for a world of one all the same.
 func execute<C: Command>(_ command: C.Type, _ argv: [String]) throws -> Int32 {
-    let world: any Collective = C.runsUnderMPI ? try MPIRuntime.start() : SoloCollective()
+    let world: any Collective = C.runsUnderMPI && Launcher.current.isLaunched ? try MPIRuntime.start() : SoloCollective()
     let args = try Arguments.parse(argv, for: C.self)
     return try C.run(try C.validate(args), world: world)
 }

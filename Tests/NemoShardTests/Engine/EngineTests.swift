@@ -56,6 +56,33 @@ final class EngineTests: XCTestCase {
         }
     }
 
+    func testRowBlockTransposesFromAFileMatchTheWholeMatrixTranspose() throws {
+        // Two bf16 matrices side by side in one file, read in blocks of 3 rows (a ragged last one),
+        // into memory and through a sink that takes bytes.
+        let dir = temporaryDirectory(self)
+        let (rows, cols) = (10, 6)
+        let bytes = (0..<(2 * rows * cols * 2)).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 5) }
+        let path = dir + "/m.bin"
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let file = try SystemFile(readingAt: path)
+        let outputs = [TensorSpec(name: "a", dtype: .bf16, shape: [cols, rows]), TensorSpec(name: "b", dtype: .bf16, shape: [cols, rows])]
+        let pieces = (0..<2).map { i in
+            Piece(source: SourceRange(file: 0, offset: i * rows * cols * 2, count: rows * cols * 2),
+                  transform: .transpose(rows: rows, cols: cols, from: .bf16, to: .bf16), output: i, destOffset: 0)
+        }
+        let want = (0..<2).map { i in naiveTranspose(Array(bytes[(i * rows * cols * 2)..<((i + 1) * rows * cols * 2)]), rows: rows, cols: cols, size: 2) }
+        let memory = MemorySink(outputs: outputs)
+        try memory.prepareOutputs()
+        try RowBlockTranspose.run(pieces, file: file, sink: memory, scratch: ScratchBuffer(), blockBytes: 3 * cols * 2)
+        XCTAssertEqual(memory.tensors.map(\.byteArray), want)
+        let recorder = RecordingSink(outputs: outputs)
+        try RowBlockTranspose.run(pieces, file: file, sink: recorder, scratch: ScratchBuffer(), blockBytes: 1)
+        XCTAssertEqual(recorder.outputs, want, "blocks of one row, through write")
+        XCTAssertNotNil(RowBlockTranspose.shape(pieces[0]))
+        XCTAssertNil(RowBlockTranspose.shape(Piece(source: pieces[0].source, transform: .transpose(rows: rows, cols: cols, from: .bf16, to: .f32),
+                                                   output: 0, destOffset: 0)), "a cast is not a plain transpose")
+    }
+
     func testChecksumSinkIsIndependentOfArrivalOrder() throws {
         let outputs = [spec("g", 40)]
         let bytes = (0..<40).map { UInt8($0 * 3) }
@@ -110,5 +137,18 @@ final class EngineTests: XCTestCase {
         var gap = plan
         gap.pieces.remove(at: 1)
         XCTAssertThrowsError(try ImageWindows(plan: gap, metadata: [], windowBytes: 16)) { XCTAssertTrue($0 is InternalError, "\($0)") }
+    }
+}
+
+/// A sink without pointers: records what `write` hands it.
+private final class RecordingSink: TensorSink, @unchecked Sendable {
+    var outputs: [[UInt8]]
+
+    init(outputs: [TensorSpec]) { self.outputs = outputs.map { [UInt8](repeating: 0, count: $0.byteCount) } }
+
+    func directPointer(output: Int, offset: Int, count: Int) -> UnsafeMutableRawPointer? { nil }
+
+    func write(output: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
+        outputs[output].replaceSubrange(offset..<(offset + bytes.count), with: bytes)
     }
 }

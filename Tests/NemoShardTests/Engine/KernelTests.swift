@@ -91,6 +91,32 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    func testRowBlocksTransposeIntoTheirColumnsOfTheWholeMatrix() {
+        var rng = SplitMix64(seed: 11)
+        for size in [1, 2, 4, 8] {
+            for (rows, cols, block) in [(1037, 45, 100), (65, 129, 7), (513, 72, 512), (9, 3, 1), (17, 70, 17)] {
+                let src = (0..<(rows * cols * size)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                var dst = [UInt8](repeating: 0, count: src.count)
+                src.withUnsafeBytes { s in
+                    dst.withUnsafeMutableBytes { d in
+                        var r0 = 0
+                        while r0 < rows {
+                            let n = min(block, rows - r0)
+                            XCTAssertEqual(ns_transpose_rows(s.baseAddress! + r0 * cols * size, d.baseAddress! + r0 * size, n, cols, rows, size), 0)
+                            r0 += n
+                        }
+                    }
+                }
+                XCTAssertEqual(dst, naiveTranspose(src, rows: rows, cols: cols, size: size), "\(size)B \(rows)x\(cols) in blocks of \(block)")
+            }
+        }
+        let from: [UInt16] = [1, 2]
+        var to: [UInt16] = [0, 0]
+        XCTAssertEqual(ns_transpose_rows(from, &to, 2, 1, 1, 2), -1, "a stride shorter than the block")
+        XCTAssertEqual(ns_transpose_rows(from, &to, 1, 1, 1, 3), -1, "3-byte elements")
+        XCTAssertEqual(to, [0, 0], "nothing written")
+    }
+
     func testConvertingTransposeF32ToBF16() {
         var rng = SplitMix64(seed: 9)
         let rows = 37, cols = 45
