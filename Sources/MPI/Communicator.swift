@@ -9,6 +9,8 @@ package final class Communicator: @unchecked Sendable {
     private let owned: Bool
     package let rank: Int
     package let size: Int
+    /// Stream lengths that arrived early, by (source, tag): see `IncomingStream`.
+    var earlyLengths: [StreamKey: Int64] = [:]
 
     package init(handle: MPI_Comm, owned: Bool) {
         self.handle = handle
@@ -88,40 +90,6 @@ package final class Communicator: @unchecked Sendable {
             try? stream.abandon()  // the producer's error is the one to report
             throw error
         }
-    }
-
-    /// Receives a stream sent with `sendStream` piece by piece into one reused buffer, handing each
-    /// piece to `body(piece, offset)`; waits sleep rather than spin. If `body` throws, the
-    /// rest is still received (so the sender is never left waiting) and the first error is
-    /// rethrown; an abandoned stream throws a `PeerFailure`. Returns the total length.
-    @discardableResult
-    package func receiveStream(from source: Int, tag: Int, _ body: (UnsafeRawBufferPointer, Int) throws -> Void) throws -> Int {
-        var count: Int64 = 0
-        var request: MPI_Request?
-        try MPIError.check(MPI_Irecv(&count, 1, cmpi_int64(), Int32(source), Int32(tag), handle, &request), "MPI_Irecv")
-        _ = try waitQuietly(&request, "MPI_Irecv", maxPause: 200_000)
-        guard count >= 0 else { throw MPIError(call: "MPI_Recv (negative length)", code: -1) }
-        let total = Int(count)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: min(Communicator.streamUnit, max(total, 1)), alignment: 64)
-        defer { buffer.deallocate() }
-        var failure: Error?
-        var offset = 0
-        while offset < total {
-            let n = min(buffer.count, total - offset)
-            try MPIError.check(MPI_Irecv(buffer.baseAddress, Int32(n), cmpi_byte(), Int32(source), Int32(tag), handle, &request), "MPI_Irecv")
-            var status = try waitQuietly(&request, "MPI_Irecv", maxPause: 200_000)
-            var got: Int32 = 0
-            try MPIError.check(MPI_Get_count(&status, cmpi_byte(), &got), "MPI_Get_count")
-            if got == 0 {  // the sender abandoned the stream: nothing more comes
-                throw failure ?? PeerFailure("stopped: rank \(source) could not produce the data it was sending")
-            }
-            if failure == nil {
-                do { try body(UnsafeRawBufferPointer(rebasing: buffer[0..<Int(got)]), offset) } catch { failure = error }
-            }
-            offset += Int(got)
-        }
-        if let failure { throw failure }
-        return total
     }
 
     /// Sends `bytes` from `root` to every rank; returns them everywhere.

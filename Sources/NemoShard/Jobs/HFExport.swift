@@ -134,10 +134,11 @@ package struct HFExport {
     }
 
     /// Only ranks that can write into rank 0's staging directory write (`StagedOutput.canWrite`:
-    /// rank 0's node, or all ranks on a shared filesystem). Each writer writes its own shards,
-    /// then receives the shards of the senders assigned to it (round robin, in `ep` rank order)
-    /// and writes each piece as it arrives. A sender streams its shards in file order, window by
-    /// window (`ImageWindows`), holding two windows at a time, never a whole shard.
+    /// rank 0's node, or all ranks on a shared filesystem). Each writer receives the shards of the
+    /// senders assigned to it (round robin, in `ep` rank order), writing each piece as it arrives,
+    /// while a thread of its own writes the writer's own shards: the link carries bytes from the
+    /// start instead of after the writer's own part. A sender streams its shards in file order,
+    /// window by window (`ImageWindows`), holding two windows at a time, never a whole shard.
     private func writeGathered(_ s: Share, staged: StagedOutput, stats: inout RankStats,
                                execute: (TransferPlan, TensorSink) throws -> ExecutionStats) throws -> (ExecutionStats, [SafetensorsWriter]) {
         let ep = mesh.expertGroup
@@ -152,17 +153,21 @@ package struct HFExport {
         if let writer = writerOf[ep.rank] {
             return (try sendShards(s, to: writer, execute: execute), [])
         }
-        var failure: Error?
-        var result = (ExecutionStats(), [SafetensorsWriter]())
-        do { result = try writeParallel(s, staged: staged, stats: &stats, execute: execute) } catch { failure = error }
-        for r in senders where writerOf[r] == ep.rank {
-            for n in s.numbers[r] {
-                do {
-                    try receiveShard(from: r, path: staged.stagingPath(s.shardName(n)), failed: failure != nil, stats: &stats)
-                } catch { failure = failure ?? error }
+        var own = RankStats()
+        var received = RankStats()
+        let result = try runAlongside({ try writeParallel(s, staged: staged, stats: &own, execute: execute) }, while: {
+            var failure: Error?
+            for r in senders where writerOf[r] == ep.rank {
+                for n in s.numbers[r] {
+                    do {
+                        try receiveShard(from: r, path: staged.stagingPath(s.shardName(n)), failed: failure != nil, stats: &received)
+                    } catch { failure = failure ?? error }
+                }
             }
-        }
-        if let failure { throw failure }
+            if let failure { throw failure }
+        })
+        stats.bytesWritten += own.bytesWritten + received.bytesWritten
+        stats.files += own.files + received.files
         return result
     }
 
@@ -271,3 +276,4 @@ extension HFExport {
         return report
     }
 }
+

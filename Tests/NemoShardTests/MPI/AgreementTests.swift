@@ -62,3 +62,14 @@ final class AgreementTests: XCTestCase {
         XCTAssertTrue(peer?.error.isPeer ?? false, "only a peer failure: it is reported")
     }
 }
+
+/// The OpenMPI parameters nemoshard sets before `MPI_Init` where the user left them open.
+final class MPIDefaultParameterTests: XCTestCase {
+    func testRanksWaitYieldingTheirCoreOnlyWhenTheNodeIsOversubscribed() {
+        XCTAssertTrue(MPIRuntime.defaultParameters(ranks: 2, cores: 2).isEmpty, "a rank per core: spinning waits are fastest")
+        XCTAssertTrue(MPIRuntime.defaultParameters(ranks: 1, cores: 8).isEmpty)
+        let over = MPIRuntime.defaultParameters(ranks: 4, cores: 2)
+        XCTAssertEqual(over.map(\.name), ["OMPI_MCA_mpi_yield_when_idle"])
+        XCTAssertEqual(over.map(\.value), ["1"])
+    }
+}

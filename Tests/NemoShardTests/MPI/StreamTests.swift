@@ -123,6 +123,34 @@ final class StreamTests: XCTestCase {
         }
     }
 
+    func testAnAbandonedStreamLeavesTheNextStreamOnItsTagWhole() throws {
+        guard ChildTest.isChild("StreamTests/testAnAbandonedStreamLeavesTheNextStreamOnItsTagWhole") else {
+            return try runChild("testAnAbandonedStreamLeavesTheNextStreamOnItsTagWhole")
+        }
+        try Self.withSelfWorld { world in
+            struct ReadFailed: Error {}
+            // Everything is sent before anything is received: the receiver's second receive of the
+            // abandoned stream matches the next stream's length message, which must not be lost.
+            let second = Self.pattern(20, seed: 3)
+            XCTAssertThrowsError(try world.sendStream(count: 30, to: 0, tag: 8) { stream in
+                try stream.emit(count: 9) { $0.copyBytes(from: Self.pattern(9)) }
+                throw ReadFailed()
+            })
+            try world.sendStream(count: second.count, to: 0, tag: 8) { stream in
+                try stream.emit(count: second.count) { $0.copyBytes(from: second) }
+            }
+            let first = Self.receive(world, tag: 8)
+            XCTAssertEqual(first.pieces.flatMap(\.1), Self.pattern(9))
+            XCTAssertTrue(first.error is PeerFailure, "\(String(describing: first.error))")
+            XCTAssertEqual(world.earlyLengths[StreamKey(source: 0, tag: 8)], 20, "the next stream's length, kept")
+            let next = Self.receive(world, tag: 8)
+            XCTAssertNil(next.error)
+            XCTAssertEqual(next.total, 20)
+            XCTAssertEqual(next.pieces.flatMap(\.1), second)
+            XCTAssertTrue(world.earlyLengths.isEmpty)
+        }
+    }
+
     func testAReceiverThatFailsStillTakesTheWholeStream() throws {
         guard ChildTest.isChild("StreamTests/testAReceiverThatFailsStillTakesTheWholeStream") else {
             return try runChild("testAReceiverThatFailsStillTakesTheWholeStream")
