@@ -129,6 +129,12 @@ package final class SystemFile: @unchecked Sendable {
         return true
     }
 
+    /// Starts reading `length` bytes at `offset` into the page cache in the background (one deep
+    /// request for the disk instead of the read-ahead window at a time).
+    package func adviseWillNeed(offset: Int, length: Int) {
+        _ = posix_fadvise(fd, off_t(offset), off_t(length), POSIX_FADV_WILLNEED)
+    }
+
     /// Hints that `length` bytes at `offset` will be read sequentially.
     package func adviseSequential(offset: Int = 0, length: Int = 0) {
         _ = posix_fadvise(fd, off_t(offset), off_t(length), POSIX_FADV_SEQUENTIAL)

@@ -72,7 +72,7 @@ public enum ReshardJob {
         stats.rank = world.rank
         stats.experts = range
         stats.tensors = plan.outputs.count
-        let executor = PlanExecutor(chunkBytes: o.chunkBytes, threads: o.threads)
+        let executor = PlanExecutor(chunkBytes: o.chunkBytes, threads: o.threads, prefetch: true)
         let exchange = RowExchange(source: source, world: world, plans: plans)
         let progress = try JobProgress(o.progress, share: plan.bytesToRead, world: world)
         _ = try RankFileWriter.write(plan, manifest: manifest, range: range, to: o.output, force: o.force, inputs: [o.source] + source.inputPaths,

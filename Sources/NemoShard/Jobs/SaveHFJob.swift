@@ -80,7 +80,7 @@ public enum SaveHFJob {
         }
         let mine = layout.plan(shards: numbers[world.rank])
         let inputs = [o.source] + source.inputPaths + [m.sourceDirectory] + m.extraFiles.map { FS.join(m.sourceDirectory, $0) }
-        let executor = PlanExecutor(chunkBytes: o.chunkBytes, threads: o.threads)
+        let executor = PlanExecutor(chunkBytes: o.chunkBytes, threads: o.threads, prefetch: true)
         let progress = try JobProgress(o.progress, share: mine.plan.bytesToRead, world: world)
         var report = try HFExport(manifest: m, mesh: mesh, maxShardBytes: o.maxShardBytes, gather: o.gather)
             .run(mine.plan, layout: HFExport.Layout(groups: mine.groups, numbers: numbers),
