@@ -73,6 +73,21 @@ func threadsOption(_ args: Arguments, launcher: Launcher = .current) throws -> I
     return t
 }
 
+/// The Hugging Face export options `save-hf`, `load --to-hf` and `convert --to-hf` share, writing
+/// into `output`: --gather (a command without it never has it), --max-shard-size, --exclude,
+/// --format, --keep-source-dtypes, --force and --threads.
+func exportOptions(_ args: Arguments, output: String) throws -> HFExportOptions {
+    var o = HFExportOptions(output: output)
+    o.gather = args.has(.gather)
+    o.maxShardBytes = try sizeOption(args, .maxShardSize) ?? o.maxShardBytes
+    o.exclude = try excludeOption(args)
+    o.format = try formatOption(args) ?? o.format
+    o.keepSourceDTypes = args.has(.keepSourceDTypes)
+    o.force = args.has(.force)
+    o.threads = try threadsOption(args)
+    return o
+}
+
 /// `--exclude REGEX`, compiled here once so a pattern that is not a regular expression is a usage
 /// error before any work (the job compiles it again on every rank and checks what it removes).
 func excludeOption(_ args: Arguments) throws -> String? {

@@ -47,12 +47,7 @@ enum ConvertCommand: Command {
                 throw UsageError("\(n) does not go with --to-hf" + (n == ValueKey.rules.name ? " (the export follows the rules its manifest records)" : ""))
             }
             var o = SaveHFJob.Options(source: args.positionals[0], output: out)
-            o.maxShardBytes = try sizeOption(args, .maxShardSize) ?? o.maxShardBytes
-            o.exclude = try excludeOption(args)
-            o.format = try formatOption(args) ?? o.format
-            o.keepSourceDTypes = args.has(.keepSourceDTypes)
-            o.force = args.has(.force)
-            o.threads = try threadsOption(args)
+            o.export = try exportOptions(args, output: out)
             return Request(job: .toHF(o), json: args.has(.json))
         }
         if let n = args.firstGiven([ValueKey.maxShardSize, ValueKey.exclude, ValueKey.format, FlagKey.keepSourceDTypes]) {

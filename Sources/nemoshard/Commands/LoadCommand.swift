@@ -63,15 +63,7 @@ enum LoadCommand: Command {
             return r
         }
         guard o.output == nil else { throw UsageError("give --out or --to-hf, not both") }
-        var h = ToHFJob.Options(output: hfOut)
-        h.gather = args.has(.gather)
-        h.maxShardBytes = try sizeOption(args, .maxShardSize) ?? h.maxShardBytes
-        h.exclude = try excludeOption(args)
-        h.format = try formatOption(args) ?? h.format
-        h.keepSourceDTypes = args.has(.keepSourceDTypes)
-        h.force = o.force
-        h.threads = threads
-        r.toHF = h
+        r.toHF = try exportOptions(args, output: hfOut)
         return r
     }
 

@@ -36,13 +36,7 @@ enum SaveHFCommand: Command {
 
     static func validate(_ args: Arguments) throws -> Request {
         var o = SaveHFJob.Options(source: args.positionals[0], output: args.positionals[1])
-        o.gather = args.has(.gather)
-        o.maxShardBytes = try sizeOption(args, .maxShardSize) ?? o.maxShardBytes
-        o.exclude = try excludeOption(args)
-        o.format = try formatOption(args) ?? o.format
-        o.keepSourceDTypes = args.has(.keepSourceDTypes)
-        o.force = args.has(.force)
-        o.threads = try threadsOption(args)
+        o.export = try exportOptions(args, output: o.output)
         return Request(job: o, json: args.has(.json), progress: args.has(.progress))
     }
 
